@@ -1,0 +1,1 @@
+"""Evolutionary architecture search over mutable torch models."""
