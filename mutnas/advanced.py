@@ -1,0 +1,41 @@
+"""Solver internals for advanced use: the pipeline's pieces, one import away.
+
+Every mutation runs: participants (:func:`find_participants`) → aligned classes
+(:class:`Partition`) → size problem (:class:`SizeProblem`) → :func:`solve` → decode and
+:func:`commit`. Use these to inspect a problem, or :func:`set_default_solver` to change
+the solver everywhere.
+
+Example:
+    >>> import mutnas as mn
+    >>> from mutnas.advanced import Partition, find_participants
+    >>> g = mn.Graph()
+    >>> x = g.input(3, name="x")
+    >>> a, b = g.absorb(x, nout=4, name="a"), g.absorb(x, nout=4, name="b")
+    >>> s = g.add(a, b, name="s")
+    >>> part = Partition(find_participants([a]))
+    >>> sorted(v.name for v in part.order), len({part.find(k) for k in part.parent})
+    (['a', 'b', 's'], 1)
+"""
+
+from mutnas.apply import Edits, commit, decode
+from mutnas.mutations import default_solver, set_default_solver
+from mutnas.problem import Component, SizeProblem, SizeTerm, Weights
+from mutnas.segments import Partition, find_participants
+from mutnas.solve import Solution, SolverOptions, solve
+
+__all__ = [
+    "Component",
+    "Edits",
+    "Partition",
+    "SizeProblem",
+    "SizeTerm",
+    "Solution",
+    "SolverOptions",
+    "Weights",
+    "commit",
+    "decode",
+    "default_solver",
+    "find_participants",
+    "set_default_solver",
+    "solve",
+]
