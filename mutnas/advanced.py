@@ -18,6 +18,7 @@ Example:
 """
 
 from mutnas.apply import Edits, commit, decode
+from mutnas.graph import Graph
 from mutnas.mutations import default_solver, set_default_solver
 from mutnas.problem import Component, SizeProblem, SizeTerm, Weights
 from mutnas.segments import Partition, find_participants
@@ -36,6 +37,25 @@ __all__ = [
     "decode",
     "default_solver",
     "find_participants",
+    "frozen_vertices",
     "set_default_solver",
     "solve",
 ]
+
+
+def frozen_vertices(graph: Graph) -> set[str]:
+    """Vertices whose neurons are all pinned (by inputs or fixed vertices they align with).
+
+    Example:
+        >>> import mutnas as mn
+        >>> g = mn.Graph()
+        >>> x = g.input(3, name="x")
+        >>> a = g.absorb(x, nout=3, name="a")
+        >>> b = g.absorb(x, nout=4, name="b")
+        >>> s = g.add(x, a, name="s")
+        >>> sorted(frozen_vertices(g))
+        ['a', 's', 'x']
+    """
+    partition = Partition(find_participants(graph.vertices))
+    problem = SizeProblem(partition, targets={}, utility=lambda v: None)
+    return problem.frozen()

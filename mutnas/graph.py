@@ -227,6 +227,13 @@ class Graph:
         other._outputs = [other._vertices[v.name] for v in self._outputs]
         return other
 
+    def __deepcopy__(self, memo: dict) -> Graph:
+        # vertices link to each other in long chains: copy iteratively, never recursively
+        return self.copy()
+
+    def __copy__(self) -> Graph:
+        return self.copy()
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Graph):
             return NotImplemented

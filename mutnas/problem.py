@@ -135,6 +135,7 @@ class SizeProblem:
         self.terms = {
             v.name: self._term(v.name, v.nout, partition.seqs[v.name]) for v in partition.order
         }
+        self._pin_fixed_transparent()
         self._add_utilities(utility)
         self.components = self._components()
 
@@ -151,6 +152,27 @@ class SizeProblem:
         at_end = any(start + length == part.vertices[s].nout for s, start in members)
         g_max = 0 if (fixed or self.prune or not at_end) else None
         return ClassInfo(root, length, length if fixed else 0, g_max, np.zeros(length))
+
+    def _pin_fixed_transparent(self) -> None:
+        """A fixed add/invariant/concat keeps exactly the slots it carries, and gets none."""
+        for v in self.partition.order:
+            if not (v.fixed and v.is_transparent):
+                continue
+            for key in self.partition.seqs[v.name]:
+                if is_extra(key):
+                    self.extras[self.xindex[key]].x_max = 0
+                else:
+                    info = self.classes[self.class_of(key)]
+                    info.k_min, info.g_max = info.length, 0
+
+    def frozen(self) -> set[str]:
+        """Names of participants none of whose slots may be dropped."""
+        out = set()
+        for v in self.partition.order:
+            term = self.terms[v.name]
+            if all(self.classes[c].k_min == self.classes[c].length for c in term.coef):
+                out.add(v.name)
+        return out
 
     def _extra_info(self, key: tuple) -> ExtraInfo:
         source = self.partition.vertices[key[1]]

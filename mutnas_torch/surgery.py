@@ -1,0 +1,211 @@
+"""Applying a solved mutation to a live model: parameters, optimizer state, attributes, code.
+
+Parameters keep their identity (``param.data`` is replaced), so optimizers and hooks that
+hold them stay valid; optimizer state tensors (momentum, Adam moments) are re-indexed the
+same way as the parameters, new entries starting at zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import fx, nn
+
+import mutnas as mn
+from mutnas_torch.analyze import Literal
+from mutnas_torch.bindings import Binding, ParamAxis, apply_axis, expand_index, get_tensor
+from mutnas_torch.errors import SurgeryError
+
+__all__ = ["AxisEdit", "apply_change", "edits_for", "rewrite_literals", "sync_attributes"]
+
+
+@dataclass
+class AxisEdit:
+    """Select ``positions`` along ``axis`` of ``target``; new entries get ``init``."""
+
+    target: str
+    axis: int
+    positions: np.ndarray
+    init: str
+
+
+def edits_for(bindings: dict[str, Binding], change: mn.Change, model: nn.Module) -> list[AxisEdit]:
+    """The axis edits a change requires, in an order safe to apply one after another."""
+    edits: list[AxisEdit] = []
+    for name, index in change.outputs.items():
+        binding = bindings.get(name)
+        for axis in binding.outputs if binding else ():
+            edits.append(_edit(model, axis, index))
+    for name, maps in change.inputs.items():
+        binding = bindings.get(name)
+        if binding is None:
+            continue
+        for k, index in enumerate(maps):
+            for axis in binding.inputs[k] if k < len(binding.inputs) else ():
+                edits.append(_edit(model, axis, index))
+    return edits
+
+
+def _edit(model: nn.Module, axis: ParamAxis, index: np.ndarray) -> AxisEdit:
+    tensor = get_tensor(model, axis.target)
+    block = axis.outer * axis.inner
+    if tensor.shape[axis.axis] % block:
+        raise SurgeryError(
+            f"{axis.target}: axis {axis.axis} of size {tensor.shape[axis.axis]} is not "
+            f"{axis.outer} x C x {axis.inner}"
+        )
+    n_old = tensor.shape[axis.axis] // block
+    if len(index) and index.max() >= n_old:
+        raise SurgeryError(f"{axis.target}: index map points past its {n_old} channels")
+    positions = expand_index(index, n_old, axis.outer, axis.inner)
+    return AxisEdit(axis.target, axis.axis, positions, axis.init)
+
+
+def apply_change(
+    model: nn.Module,
+    bindings: dict[str, Binding],
+    change: mn.Change,
+    *,
+    optimizers: Iterable[torch.optim.Optimizer] = (),
+    generator: torch.Generator | None = None,
+) -> list[AxisEdit]:
+    """Re-index every parameter, buffer and optimizer state the change touches."""
+    edits = edits_for(bindings, change, model)
+    states = _optimizer_states(optimizers)
+    for edit in edits:
+        tensor = get_tensor(model, edit.target)
+        old_shape = tensor.shape
+        new = apply_axis(tensor.data, edit.axis, edit.positions, edit.init, generator)
+        if isinstance(tensor, nn.Parameter):
+            tensor.data = new
+            if tensor.grad is not None:
+                tensor.grad = apply_axis(tensor.grad, edit.axis, edit.positions, "zeros")
+            state = states.get(id(tensor), {})
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape == old_shape:
+                    state[key] = apply_axis(value, edit.axis, edit.positions, "zeros")
+        else:
+            owner, _, attr = edit.target.rpartition(".")
+            module = model.get_submodule(owner) if owner else model
+            setattr(module, attr, new)
+    return edits
+
+
+def _optimizer_states(optimizers) -> dict[int, dict]:
+    found: dict[int, dict] = {}
+    for opt in optimizers:
+        for param, state in opt.state.items():
+            found[id(param)] = state
+    return found
+
+
+def sync_attributes(model: nn.Module, bindings: dict[str, Binding], graph: mn.Graph, names) -> None:
+    """Make module attributes (``out_channels``, ``num_features``...) match the weights."""
+    for name in names:
+        binding = bindings.get(name)
+        if binding is None or binding.module is None or name not in graph:
+            continue
+        module = model.get_submodule(binding.module)
+        v = graph[name]
+        _SYNC.get(binding.kind, _no_sync)(module, v, binding)
+
+
+def _no_sync(module, v, binding) -> None:
+    return None
+
+
+def _sync_linear(m: nn.Linear, v, binding) -> None:
+    m.out_features, m.in_features = m.weight.shape
+
+
+def _sync_conv(m, v, binding) -> None:
+    w = m.weight
+    if binding.kind == "depthwise":
+        m.in_channels = m.out_channels = m.groups = w.shape[0]
+    elif isinstance(m, nn.modules.conv._ConvTransposeNd):
+        m.in_channels, m.out_channels = w.shape[0], w.shape[1] * m.groups
+    else:
+        m.groups = v.groups
+        m.out_channels, m.in_channels = w.shape[0], w.shape[1] * m.groups
+
+
+def _sync_norm(m, v, binding) -> None:
+    size = v.nout
+    if hasattr(m, "num_features"):
+        m.num_features = size
+    if hasattr(m, "num_channels"):
+        m.num_channels = size
+    if hasattr(m, "num_parameters"):
+        m.num_parameters = size
+
+
+def _sync_layernorm(m: nn.LayerNorm, v, binding) -> None:
+    shape = list(m.normalized_shape)
+    e = binding.extra
+    shape[e["axis"]] = e["outer"] * v.nout * e["inner"]
+    m.normalized_shape = tuple(shape)
+
+
+def _sync_embedding(m: nn.Embedding, v, binding) -> None:
+    m.embedding_dim = m.weight.shape[1]
+
+
+_SYNC = {
+    "linear": _sync_linear,
+    "conv": _sync_conv,
+    "depthwise": _sync_conv,
+    "grouped": _sync_conv,
+    "batchnorm": _sync_norm,
+    "groupnorm": _sync_norm,
+    "prelu": _sync_norm,
+    "layernorm": _sync_layernorm,
+    "embedding": _sync_embedding,
+}
+
+
+def rewrite_literals(gm: fx.GraphModule, literals: list[Literal], graph: mn.Graph) -> bool:
+    """Write the current channel counts into integer literals of the traced code."""
+    nodes = {n.name: n for n in gm.graph.nodes}
+    changed = False
+    for lit in literals:
+        node = nodes.get(lit.node)
+        if node is None or lit.vertex not in graph:
+            continue
+        value = lit.outer * graph[lit.vertex].nout * lit.inner
+        changed |= _set_path(node, lit.path, value)
+    return changed
+
+
+def _set_path(node: fx.Node, path: tuple, value: int) -> bool:
+    kind, *rest = path
+    if kind == "args_from":
+        start, j = rest
+        args = list(node.args)
+        if args[start + j] == value:
+            return False
+        args[start + j] = value
+        node.args = tuple(args)
+        return True
+    container = node.args if kind == "args" else node.kwargs
+    key, *inner = rest
+    outer = container[key]
+    if inner:
+        seq = list(outer)
+        if seq[inner[0]] == value:
+            return False
+        seq[inner[0]] = value
+        new = type(outer)(seq) if isinstance(outer, (list, tuple)) else seq
+    else:
+        if outer == value:
+            return False
+        new = value
+    if kind == "args":
+        args = list(node.args)
+        args[key] = new
+        node.args = tuple(args)
+    else:
+        node.kwargs = {**node.kwargs, key: new}
+    return True
