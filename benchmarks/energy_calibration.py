@@ -19,6 +19,7 @@ check the plumbing (its figures mean nothing).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import platform
@@ -159,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    data = {**report.to_dict(), "ablations": ablations, "run": extra}
+    raw = [dataclasses.asdict(record) for record in report.records]  # for offline refits
+    data = {**report.to_dict(), "ablations": ablations, "run": extra, "records": raw}
     (args.out / "energy_calibration.json").write_text(json.dumps(data, indent=2) + "\n")
     markdown = _markdown(report, ablations, extra)
     (args.out / "energy_calibration.md").write_text(markdown)

@@ -101,17 +101,13 @@ def _binary(an: Analyzer, node: fx.Node) -> None:
         return
     ra, rb = an.ref(a), an.ref(b)
     if ra is None and rb is None:
-        an.refs[node.name] = None if not _is_param_only(an, a, b) else None
+        an.refs[node.name] = None
         return
     if ra is not None and rb is not None:
         _merge_two(an, node, a, ra, b, rb, shape)
         return
     x, ref, other = (a, ra, b) if ra is not None else (b, rb, a)
     _with_operand(an, node, x, ref, other, shape)
-
-
-def _is_param_only(an: Analyzer, a, b) -> bool:
-    return an.param(a) is not None or an.param(b) is not None
 
 
 def _merge_two(an, node, a, ra: Ref, b, rb: Ref, shape) -> None:
@@ -310,7 +306,7 @@ def _permute(an: Analyzer, node: fx.Node) -> None:
     if ref is None:
         an.refs[node.name] = None
         return
-    dims = node.args[1:] if node.op == "call_method" else node.args[1:]
+    dims = node.args[1:]
     if len(dims) == 1 and isinstance(dims[0], (list, tuple)):
         dims = dims[0]
     dims = dims or node.kwargs.get("dims")

@@ -101,7 +101,7 @@ class TaylorUtility:
         self.values: dict[str, torch.Tensor] = {}
         self._handles = []
         for name, binding in mm.bindings.items():
-            if binding.module is None or binding.kind not in _WEIGHTED + ("batchnorm",):
+            if binding.module is None or binding.kind not in (*_WEIGHTED, "batchnorm"):
                 continue
             module = mm.module.get_submodule(binding.module)
             dim = 1 if binding.kind != "linear" and binding.kind != "embedding" else -1
