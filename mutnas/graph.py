@@ -330,6 +330,31 @@ class Graph:
 
         return remove(self, v, utility=utility, solver=solver)
 
+    def delete(self, v: VertexLike) -> None:
+        """Delete a vertex nothing reads (a dead branch); sizes are unaffected.
+
+        Raises:
+            GraphError: ``v`` still has consumers or is a graph output.
+
+        Example:
+            >>> import mutnas as mn
+            >>> g = mn.Graph()
+            >>> a = g.absorb(g.input(2, name="x"), nout=3, name="a")
+            >>> g.delete("a")
+            >>> [v.name for v in g.vertices]
+            ['x']
+        """
+        vertex = self.vertex(v)
+        if vertex.outputs:
+            consumers = sorted({w.name for w in vertex.outputs})
+            raise GraphError(f"cannot delete {vertex.name!r}: {consumers} still read it")
+        if vertex in self._outputs:
+            raise GraphError(f"cannot delete {vertex.name!r}: it is a graph output")
+        for u in vertex.inputs:
+            u.outputs.remove(vertex)
+        del self._vertices[vertex.name]
+        self._order = None
+
     def connect(
         self, src: VertexLike, dst: VertexLike, position=None, *, utility=None, solver=None
     ):

@@ -183,6 +183,10 @@ class Analyzer:
             self.refs[node.name] = _OPAQUE
             return
         dim = 1 if len(shape) > 1 else 0
+        for arg in node.args[:1]:  # same rank as the main input: keep its channel position
+            ref = self.ref(arg)
+            if ref is not None and node_shape(arg) and len(node_shape(arg)) == len(shape):
+                dim = ref.dim
         self.refs[node.name] = self.constant(node, shape[dim], dim, reason)
 
     def literal(self, node: fx.Node, path: tuple, ref: Ref) -> None:

@@ -18,7 +18,7 @@ from torch import fx, nn
 import mutnas as mn
 from mutnas_torch.analyze import Analysis, analyze
 from mutnas_torch.errors import MutnasTorchError
-from mutnas_torch.surgery import apply_change, rewrite_literals, sync_attributes
+from mutnas_torch.surgery import apply_change, rewrite_literals, sync_attributes, sync_owners
 from mutnas_torch.trace import propagate_shapes, trace
 
 __all__ = ["MutableModel", "mutable"]
@@ -72,6 +72,7 @@ class MutableModel(nn.Module):
         self.bindings = analysis.bindings
         self.literals = analysis.literals
         self.pinned = analysis.pinned
+        self.refs = analysis.refs
         self.example_inputs = tuple(
             t.detach().to("cpu") if torch.is_tensor(t) else t for t in example_inputs
         )
@@ -155,11 +156,49 @@ class MutableModel(nn.Module):
 
         return prune_to(self, fraction=fraction, utility=utility, flops=flops, solver=solver)
 
+    # ------------------------------------------------------------ structure
+    def insert_layer(self, after: str, kind: str = "auto", **kwargs: Any) -> mn.Change:
+        """Insert an identity-initialised layer; see :func:`mutnas_torch.structure.insert_layer`."""
+        from mutnas_torch.structure import insert_layer
+
+        return insert_layer(self, after, kind, **kwargs)
+
+    def insert_residual(self, after: str, **kwargs: Any) -> mn.Change:
+        """Insert ``x + f(x)`` with ``f`` zero at first; see :mod:`mutnas_torch.structure`."""
+        from mutnas_torch.structure import insert_residual
+
+        return insert_residual(self, after, **kwargs)
+
+    def remove_layer(self, name: str) -> mn.Change:
+        """Remove a shape-preserving layer; its neighbours are re-sized by the solver."""
+        from mutnas_torch.structure import remove_layer
+
+        return remove_layer(self, name)
+
+    def remove_branch(self, add: str, branch: int = 1) -> mn.Change:
+        """Drop one input branch of a residual add (the branch's layers are deleted)."""
+        from mutnas_torch.structure import remove_branch
+
+        return remove_branch(self, add, branch)
+
+    def connect(self, src: str, dst: str) -> mn.Change:
+        """Add an edge into an add or concat vertex (shapes must agree outside channels)."""
+        from mutnas_torch.structure import connect
+
+        return connect(self, src, dst)
+
+    def disconnect(self, src: str, dst: str) -> mn.Change:
+        """Remove an edge into an add or concat vertex."""
+        from mutnas_torch.structure import disconnect
+
+        return disconnect(self, src, dst)
+
     def apply(self, change: mn.Change, *, generator: torch.Generator | None = None) -> mn.Change:
         """Perform the weight surgery a core change record asks for (already solved)."""
-        apply_change(
+        edits = apply_change(
             self.module, self.bindings, change, optimizers=self.optimizers, generator=generator
         )
+        sync_owners(self.module, edits)
         sync_attributes(self.module, self.bindings, self.graph, change.vertices)
         if (
             rewrite_literals(self.module, self.literals, self.graph)

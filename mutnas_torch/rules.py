@@ -239,3 +239,10 @@ def unflatten_module(an: Analyzer, node: fx.Node, m: nn.Unflatten) -> None:
     from mutnas_torch.rules_ops import reshape_to
 
     reshape_to(an, node, node.args[0])
+
+
+@register_module_rule(nn.MultiheadAttention)
+def multihead_attention(an: Analyzer, node: fx.Node, m: nn.MultiheadAttention) -> None:
+    from mutnas_torch.attention import mha_rule
+
+    mha_rule(an, node, m)

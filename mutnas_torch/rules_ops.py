@@ -62,8 +62,10 @@ def visit_op(an: Analyzer, node: fx.Node) -> None:
             rule = FUNCTION_RULES.get(f"{module}.{name}")
     if rule is not None:
         rule(an, node)
-    elif node_shape(node) is None and not _has_ref_args(an, node):
-        an.refs[node.name] = None  # arithmetic on sizes and other non-tensor values
+    elif not _has_ref_args(an, node):
+        # touches no tracked channels (size arithmetic, tensors built from parameters);
+        # if such a tensor is later merged with channels, that merge pins them
+        an.refs[node.name] = None
     else:
         an.opaque(node, "no rule for this op")
 
@@ -477,3 +479,12 @@ _register(METHOD_RULES, ("mean", "sum", "amax", "amin", "std", "var"), _reduce)
 _register(FUNCTION_RULES, (operator.getitem,), _getitem)
 _register(METHOD_RULES, ("expand", "expand_as"), _expand)
 _register(FUNCTION_RULES, (F.layer_norm,), _layer_norm)
+
+
+def _swin_attention(an: Analyzer, node: fx.Node) -> None:
+    from mutnas_torch.attention import swin_attention_rule
+
+    swin_attention_rule(an, node)
+
+
+FUNCTION_RULES["torchvision.models.swin_transformer.shifted_window_attention"] = _swin_attention

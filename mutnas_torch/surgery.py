@@ -24,19 +24,28 @@ __all__ = ["AxisEdit", "apply_change", "edits_for", "rewrite_literals", "sync_at
 
 @dataclass
 class AxisEdit:
-    """Select ``positions`` along ``axis`` of ``target``; new entries get ``init``."""
+    """Select ``positions`` along ``axis`` of ``target``; new entries get ``init``.
+
+    ``scale`` (optional, one factor per new position) multiplies the result along the axis.
+    """
 
     target: str
     axis: int
     positions: np.ndarray
     init: str
+    scale: np.ndarray | None = None
 
 
 def edits_for(bindings: dict[str, Binding], change: mn.Change, model: nn.Module) -> list[AxisEdit]:
     """The axis edits a change requires, in an order safe to apply one after another."""
+    from mutnas_torch.attention import attention_edits
+
     edits: list[AxisEdit] = []
     for name, index in change.outputs.items():
         binding = bindings.get(name)
+        if binding is not None and binding.kind == "attention":
+            edits.extend(attention_edits(model, binding, index))
+            continue
         for axis in binding.outputs if binding else ():
             edits.append(_edit(model, axis, index))
     for name, maps in change.inputs.items():
@@ -79,6 +88,10 @@ def apply_change(
         tensor = get_tensor(model, edit.target)
         old_shape = tensor.shape
         new = apply_axis(tensor.data, edit.axis, edit.positions, edit.init, generator)
+        if edit.scale is not None:
+            shape = [1] * new.dim()
+            shape[edit.axis] = len(edit.scale)
+            new = new * torch.as_tensor(edit.scale, dtype=new.dtype, device=new.device).view(shape)
         if isinstance(tensor, nn.Parameter):
             tensor.data = new
             if tensor.grad is not None:
@@ -115,6 +128,22 @@ def sync_attributes(model: nn.Module, bindings: dict[str, Binding], graph: mn.Gr
 
 def _no_sync(module, v, binding) -> None:
     return None
+
+
+def sync_owners(model: nn.Module, edits: list[AxisEdit]) -> None:
+    """Make standard layers that own an edited tensor describe their new shapes."""
+    for owner in dict.fromkeys(e.target.rpartition(".")[0] for e in edits):
+        module = model.get_submodule(owner) if owner else model
+        if isinstance(module, nn.Linear):
+            module.out_features, module.in_features = module.weight.shape
+        elif isinstance(module, nn.LayerNorm) and module.weight is not None:
+            module.normalized_shape = tuple(module.weight.shape)
+        elif isinstance(module, nn.Embedding):
+            module.embedding_dim = module.weight.shape[1]
+        elif isinstance(module, nn.MultiheadAttention):
+            from mutnas_torch.attention import sync_mha
+
+            sync_mha(module, None, None)
 
 
 def _sync_linear(m: nn.Linear, v, binding) -> None:
