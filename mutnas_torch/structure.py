@@ -318,7 +318,7 @@ def connect(mm, src: str, dst: str) -> mn.Change:
     change = mm.graph.connect(_core_vertex(mm, src_node), dst)
     graph = mm.module.graph
     if kind == "concat":
-        tensors = list(dst_node.args[0]) + [src_node]
+        tensors = [*list(dst_node.args[0]), src_node]
         dst_node.args = (tensors, *dst_node.args[1:])
     else:
         users = list(dst_node.users)

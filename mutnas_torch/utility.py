@@ -28,7 +28,7 @@ def magnitude(mm, p: int = 1) -> Callable[[mn.Vertex], np.ndarray | None]:
         >>> import torch, mutnas_torch as mt
         >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3))
         >>> with torch.no_grad():
-        ...     net[0].weight.copy_(torch.tensor([[1.0, 1.0], [0.0, 0.5], [2.0, 0.0]]))
+        ...     _ = net[0].weight.copy_(torch.tensor([[1.0, 1.0], [0.0, 0.5], [2.0, 0.0]]))
         >>> mm = mt.mutable(net, torch.randn(1, 2))
         >>> magnitude(mm)(mm.graph["0"]).tolist()
         [2.0, 0.5, 2.0]
