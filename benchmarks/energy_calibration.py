@@ -7,8 +7,9 @@ On a CUDA machine (NVML energy counter)::
 measures every reference network's inference energy per sample and training-step
 energy per sample (windows of at least 1 s, 3 repeats, idle power recorded), fits the
 analytic predictor by NNLS, and reports leave-one-out RMSPE and Spearman's rho, for
-the full feature set and for FLOPs alone / FLOPs + bytes, plus the uncalibrated
-ranking. Writes ``energy_calibration.json``, ``energy_calibration.md`` and the fitted
+the full feature set and for FLOPs alone / FLOPs + bytes, each cost-only and
+latency-informed (given a separately measured short-run latency), plus the
+uncalibrated ranking. Writes ``energy_calibration.json``, ``energy_calibration.md`` and the fitted
 predictor into ``--out``.
 
 Without a readable counter (e.g. a CPU-only VM) it says so and exits 0;
@@ -42,10 +43,12 @@ from mutnas_torch.energy import (
     reference_networks,
     rmspe,
     run_calibration,
+    spearman,
     training_energy_j,
 )
 
 ABLATIONS = {
+    "constant": ("constant",),
     "flops": ("flops",),
     "flops+const": ("flops", "constant"),
     "flops+bytes+const": ("flops", "bytes", "constant"),
@@ -66,42 +69,58 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _ablations(records, spec) -> dict:
+    """LOO RMSPE / Spearman per feature set, cost-only and latency-informed, per phase."""
     result = {}
     for phase in ("inference", "training"):
         costs = [getattr(r, f"{phase}_costs") for r in records]
         energy = [getattr(r, phase).total_j for r in records]
-        times = [getattr(r, phase).time_s for r in records]
+        latency = [getattr(r, f"{phase}_latency_s") for r in records]
         rows = {}
         for name, features in ABLATIONS.items():
-            loo = leave_one_out(costs, energy, spec=spec, features=features)
-            rows[name] = {"rmspe": loo.rmspe, "spearman": loo.spearman}
+            for timed in (False, True):
+                if name == "constant" and not timed:
+                    continue
+                loo = leave_one_out(
+                    costs, energy, time_s=latency if timed else None, spec=spec, features=features
+                )
+                key = f"latency+{name}" if timed else name
+                rows[key] = {"rmspe": loo.rmspe, "spearman": loo.spearman}
         predicted_time = []
         for i in range(len(records)):
             rest = [j for j in range(len(records)) if j != i]
             p = AnalyticPredictor(spec).fit(
-                [costs[j] for j in rest], [energy[j] for j in rest], time_s=[times[j] for j in rest]
+                [costs[j] for j in rest],
+                [energy[j] for j in rest],
+                time_s=[latency[j] for j in rest],
             )
             predicted_time.append(p.predict_time(costs[i]))
-        rows["time_loo_rmspe"] = rmspe(predicted_time, times)
+        time_rows = {
+            "latency_loo_rmspe": rmspe(predicted_time, latency),
+            "latency_loo_spearman": spearman(predicted_time, latency),
+            "window_time_vs_latency_rmspe": rmspe(
+                latency, [getattr(r, phase).time_s for r in records]
+            ),
+        }
         default = AnalyticPredictor(spec)
         ratio = [default.predict_energy(c) / e for c, e in zip(costs, energy, strict=True)]
-        rows["uncalibrated_ratio_min_max"] = [min(ratio), max(ratio)]
-        result[phase] = rows
+        time_rows["uncalibrated_ratio_min_max"] = [min(ratio), max(ratio)]
+        result[phase] = {"features": rows, **time_rows}
     return result
 
 
 def _markdown(report, ablations: dict, extra: dict) -> str:
     lines = [report.to_markdown(), "", "| features | phase | LOO RMSPE | Spearman |",
              "| --- | --- | ---: | ---: |"]  # fmt: skip
-    for phase, rows in ablations.items():
-        for name in ABLATIONS:
-            row = rows[name]
+    for phase, data in ablations.items():
+        for name, row in data["features"].items():
             lines.append(f"| {name} | {phase} | {row['rmspe']:.1%} | {row['spearman']:.3f} |")
-    for phase, rows in ablations.items():
-        low, high = rows["uncalibrated_ratio_min_max"]
+    for phase, data in ablations.items():
+        low, high = data["uncalibrated_ratio_min_max"]
         lines.append(
-            f"\n{phase}: time LOO RMSPE {rows['time_loo_rmspe']:.1%}; uncalibrated "
-            f"predicted/measured energy {low:.2f}x to {high:.2f}x"
+            f"\n{phase}: latency LOO RMSPE {data['latency_loo_rmspe']:.1%} (Spearman "
+            f"{data['latency_loo_spearman']:.3f}); short-run latency vs window time "
+            f"{data['window_time_vs_latency_rmspe']:.1%}; uncalibrated predicted/measured "
+            f"energy {low:.2f}x to {high:.2f}x"
         )
     lines.append("\n```json\n" + json.dumps(extra, indent=2) + "\n```")
     return "\n".join(lines) + "\n"
@@ -145,7 +164,13 @@ def main(argv: list[str] | None = None) -> int:
         "min_window_s": args.min_window_s,
         "repeats": args.repeats,
         "measure_seconds": round(measured_s, 1),
-        "max_window_spread": max(r.inference.spread for r in report.records),
+        "window_spread_median_max": {
+            phase: [
+                float(np.median([getattr(r, phase).spread for r in report.records])),
+                max(getattr(r, phase).spread for r in report.records),
+            ]
+            for phase in ("inference", "training")
+        },
         "power_range_w": [
             min(r.inference.power_w for r in report.records),
             max(r.inference.power_w for r in report.records),
@@ -154,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
             "energy_per_inference_j": energy_per_inference_j(model, x, **kwargs),
             "energy_per_inference_j_estimated": energy_per_inference_j(
                 model, x, predictor=report.predictor
+            ),
+            "energy_per_inference_j_estimated_timed": energy_per_inference_j(
+                model, x, predictor=report.predictor, timed=True
             ),
             "training_energy_j": training_energy_j(model, x, **kwargs),
             "training_energy_j_estimated": training_energy_j(model, x, predictor=report.predictor),

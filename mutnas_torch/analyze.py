@@ -22,6 +22,7 @@ from torch import fx, nn
 
 import mutnas as mn
 from mutnas_torch.bindings import Binding, ParamAxis
+from mutnas_torch.errors import UnsupportedLayerError
 from mutnas_torch.trace import node_shape
 
 __all__ = ["Analysis", "Literal", "ParamRef", "Ref", "analyze"]
@@ -74,8 +75,9 @@ class Analysis:
 class Analyzer:
     """Walks the fx graph once, in order, applying the rules in :mod:`mutnas_torch.rules`."""
 
-    def __init__(self, gm: fx.GraphModule):
+    def __init__(self, gm: fx.GraphModule, *, strict: bool = False):
         self.gm = gm
+        self.strict = strict
         self.modules = dict(gm.named_modules())
         self.result = Analysis(mn.Graph())
         self.g = self.result.graph
@@ -173,7 +175,20 @@ class Analyzer:
         return Ref(v.name, dim)
 
     def opaque(self, node: fx.Node, reason: str) -> None:
-        """Fail closed: pin every channel flowing in, make every tensor flowing out fixed."""
+        """Fail closed: pin every channel flowing in, make every tensor flowing out fixed.
+
+        In strict mode, raise :class:`UnsupportedLayerError` instead when channels flow in.
+        """
+        if self.strict and any(
+            self.ref(a) is not None for a in _flatten_args((node.args, node.kwargs))
+        ):
+            path, type_name = _where(self, node)
+            raise UnsupportedLayerError(
+                path,
+                type_name,
+                f"{reason}. Register a rule (mutnas_torch.rules.register_module_rule), mark it "
+                f"a leaf, or trace with strict=False to freeze its channels instead",
+            )
         for arg in _flatten_args((node.args, node.kwargs)):
             ref = self.ref(arg)
             if ref is not None:
@@ -216,6 +231,13 @@ def _flatten_args(args: Any) -> list[fx.Node]:
     return out
 
 
+def _where(an: Analyzer, node: fx.Node) -> tuple[str, str]:
+    if node.op == "call_module":
+        return str(node.target), type(an.modules[node.target]).__qualname__
+    target = getattr(node.target, "__qualname__", None) or str(node.target)
+    return node.name, f"{node.op} {target}"
+
+
 def _describe(node: fx.Node) -> str:
     if node.op == "call_module":
         return f"module {node.target!r}"
@@ -223,9 +245,15 @@ def _describe(node: fx.Node) -> str:
     return f"{node.op} {target} at node {node.name!r}"
 
 
-def analyze(gm: fx.GraphModule) -> Analysis:
-    """Build the mutnas graph and surgery bindings of a traced, shape-annotated model."""
-    return Analyzer(gm).run()
+def analyze(gm: fx.GraphModule, *, strict: bool = False) -> Analysis:
+    """Build the mutnas graph and surgery bindings of a traced, shape-annotated model.
+
+    Args:
+        gm: a traced model whose nodes carry shapes (see :func:`mutnas_torch.trace.trace`).
+        strict: raise :class:`UnsupportedLayerError` for ops whose channel semantics are
+            unknown, instead of pinning their channels.
+    """
+    return Analyzer(gm, strict=strict).run()
 
 
 def param_axis(target: str, axis: int, init: str, ref: Ref | None = None) -> ParamAxis:

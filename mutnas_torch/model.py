@@ -31,6 +31,7 @@ def mutable(
     example_inputs: Any,
     *,
     leaf_modules: Sequence[type[nn.Module]] = (),
+    strict: bool = False,
 ) -> MutableModel:
     """Trace ``model`` into a :class:`MutableModel` (the model itself is not modified).
 
@@ -38,6 +39,8 @@ def mutable(
         model: any ``nn.Module`` that ``torch.fx`` can trace.
         example_inputs: a tensor or a tuple of positional inputs (small is fine).
         leaf_modules: module types the tracer must keep opaque.
+        strict: raise :class:`~mutnas_torch.UnsupportedLayerError` on any op whose channel
+            semantics are unknown, instead of freezing (pinning) the channels it touches.
 
     Example:
         >>> import torch, mutnas_torch as mt
@@ -53,7 +56,7 @@ def mutable(
         (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     )
     gm = trace(copy.deepcopy(model), inputs, leaf_modules=leaf_modules)
-    return MutableModel(gm, analyze(gm), inputs)
+    return MutableModel(gm, analyze(gm, strict=strict), inputs)
 
 
 class MutableModel(nn.Module):

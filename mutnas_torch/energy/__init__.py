@@ -14,15 +14,13 @@ Everyday use::
 
 from mutnas_torch.energy.calibration import (
     CalibrationReport,
-    LooResult,
     NetworkRecord,
+    PhaseReport,
     calibrate,
-    calibrate_main,
-    leave_one_out,
     measure_networks,
-    rmspe,
     run_calibration,
 )
+from mutnas_torch.energy.cli import calibrate_main
 from mutnas_torch.energy.counting import (
     Costs,
     OpCost,
@@ -30,12 +28,20 @@ from mutnas_torch.energy.counting import (
     clear_cost_cache,
     count_costs,
 )
+from mutnas_torch.energy.devices import (
+    DEVICE_SPECS,
+    DeviceSpec,
+    default_predictor_path,
+    device_name,
+    device_spec,
+)
 from mutnas_torch.energy.errors import (
     CalibrationError,
     CostCountingError,
     EnergyError,
     MeterUnavailableError,
 )
+from mutnas_torch.energy.evaluation import LooResult, leave_one_out, rmspe, spearman
 from mutnas_torch.energy.fallback import EstimatedMeter, auto_meter
 from mutnas_torch.energy.formulas import FLOP_FORMULA_FIXES, corrected_flop_counter
 from mutnas_torch.energy.meters import EnergyMeter, Measurement, MeterWindow, ZeusMeter
@@ -47,18 +53,8 @@ from mutnas_torch.energy.objectives import (
     training_energy_j,
     training_step,
 )
-from mutnas_torch.energy.predictors import (
-    DEVICE_SPECS,
-    FEATURES,
-    AnalyticPredictor,
-    DeviceSpec,
-    Prediction,
-    default_predictor_path,
-    device_name,
-    device_spec,
-    load_predictor,
-)
-from mutnas_torch.energy.protocol import measure
+from mutnas_torch.energy.predictors import FEATURES, AnalyticPredictor, Prediction, load_predictor
+from mutnas_torch.energy.protocol import calls_per_window, measure, time_per_call
 from mutnas_torch.energy.rapl import RaplMeter
 from mutnas_torch.energy.reference_nets import ReferenceNetwork, reference_networks
 
@@ -83,6 +79,7 @@ __all__ = [
     "NvmlMeter",
     "ObjectiveValue",
     "OpCost",
+    "PhaseReport",
     "Prediction",
     "RaplMeter",
     "ReferenceNetwork",
@@ -91,6 +88,7 @@ __all__ = [
     "auto_meter",
     "calibrate",
     "calibrate_main",
+    "calls_per_window",
     "clear_cost_cache",
     "corrected_flop_counter",
     "count_costs",
@@ -107,6 +105,8 @@ __all__ = [
     "reference_networks",
     "rmspe",
     "run_calibration",
+    "spearman",
+    "time_per_call",
     "training_energy_j",
     "training_step",
 ]

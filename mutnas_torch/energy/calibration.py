@@ -1,6 +1,7 @@
 """Calibration: measure reference networks on this device, fit the predictor, save it.
 
-``mutnas calibrate`` calls :func:`calibrate_main`. Each reference network is measured
+``mutnas calibrate`` calls :func:`~mutnas_torch.energy.cli.calibrate_main`. Each
+reference network is measured
 for inference (eval, no gradients) and for one SGD training step, by
 :func:`~mutnas_torch.energy.protocol.measure`; the predictor is fitted per phase by
 non-negative least squares on relative error and judged by leave-one-out RMSPE
@@ -10,44 +11,33 @@ Spearman's rank correlation.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
-import json
 import logging
-import math
-import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 import torch
 
 from mutnas_torch.energy.counting import Costs, count_costs
+from mutnas_torch.energy.devices import default_predictor_path, device_name, device_spec
 from mutnas_torch.energy.errors import CalibrationError
+from mutnas_torch.energy.evaluation import LooResult, leave_one_out, spearman
 from mutnas_torch.energy.fallback import EstimatedMeter, auto_meter
 from mutnas_torch.energy.meters import EnergyMeter, Measurement
 from mutnas_torch.energy.objectives import training_step
-from mutnas_torch.energy.predictors import (
-    FEATURES,
-    AnalyticPredictor,
-    default_predictor_path,
-    device_name,
-    device_spec,
-)
-from mutnas_torch.energy.protocol import measure
+from mutnas_torch.energy.predictors import AnalyticPredictor
+from mutnas_torch.energy.protocol import measure, time_per_call
 from mutnas_torch.energy.reference_nets import ReferenceNetwork, reference_networks
 
 __all__ = [
     "CalibrationReport",
-    "LooResult",
     "NetworkRecord",
+    "PhaseReport",
     "calibrate",
-    "calibrate_main",
-    "leave_one_out",
     "measure_networks",
-    "rmspe",
     "run_calibration",
 ]
 
@@ -62,59 +52,10 @@ class NetworkRecord:
     batch_size: int
     inference_costs: Costs
     inference: Measurement
+    inference_latency_s: float
     training_costs: Costs | None = None
     training: Measurement | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class LooResult:
-    """Leave-one-out predictions and their RMSPE and Spearman rank correlation."""
-
-    rmspe: float
-    spearman: float
-    predicted: tuple[float, ...]
-
-
-def rmspe(predicted: Sequence[float], measured: Sequence[float]) -> float:
-    """Root mean square percentage error, as a fraction.
-
-    Example:
-        >>> round(rmspe([1.1, 0.9], [1.0, 1.0]), 3)
-        0.1
-    """
-    p, m = np.asarray(predicted, dtype=float), np.asarray(measured, dtype=float)
-    return float(np.sqrt(np.mean(((p - m) / m) ** 2)))
-
-
-def _spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(a, b)[0])
-
-
-def leave_one_out(
-    costs_list: Sequence[Costs],
-    measured: Sequence[float],
-    *,
-    spec: Any = "cpu",
-    features: Sequence[str] = FEATURES,
-) -> LooResult:
-    """Predict each network from a predictor fitted on all the others.
-
-    Example:
-        >>> costs = [Costs(f, 0, 0, 10) for f in (1e9, 2e9, 4e9, 8e9)]
-        >>> energy = [2e-9 * c.flops + 1.0 for c in costs]
-        >>> round(leave_one_out(costs, energy).rmspe, 6)
-        0.0
-    """
-    predicted = []
-    for index in range(len(costs_list)):
-        rest = [i for i in range(len(costs_list)) if i != index]
-        predictor = AnalyticPredictor(spec).fit(
-            [costs_list[i] for i in rest], [measured[i] for i in rest], features=features
-        )
-        predicted.append(predictor.predict_energy(costs_list[index]))
-    return LooResult(rmspe(predicted, measured), _spearman(predicted, measured), tuple(predicted))
+    training_latency_s: float | None = None
 
 
 @contextlib.contextmanager
@@ -136,6 +77,9 @@ def measure_networks(
     rng: np.random.Generator | None = None,
 ) -> list[NetworkRecord]:
     """Count and measure each network's inference pass (and training step) per batch.
+
+    Energy comes from :func:`measure` with ``meter``; latencies from a separate short
+    :func:`time_per_call` run, as a search would time a candidate before predicting.
 
     Example:
         >>> from mutnas_torch.energy import EstimatedMeter
@@ -168,15 +112,38 @@ def _measure_one(
     training: bool,
     kwargs: dict[str, Any],
 ) -> NetworkRecord:
+    sync = meter.synchronize
     model.eval()
     with torch.no_grad():
         inference = measure(lambda: model(x), meter, **kwargs)
-    train_costs = train = None
-    if training:
-        model.train()
-        train = measure(training_step(model, x), meter, **kwargs)
-        train_costs = count_costs(model, x, training=True)
-    return NetworkRecord(name, len(x), count_costs(model, x), inference, train_costs, train)
+        latency = time_per_call(lambda: model(x), synchronize=sync)
+    record = NetworkRecord(name, len(x), count_costs(model, x), inference, latency)
+    if not training:
+        return record
+    model.train()
+    step = training_step(model, x)
+    train = measure(step, meter, **kwargs)
+    return dataclasses.replace(
+        record,
+        training_costs=count_costs(model, x, training=True),
+        training=train,
+        training_latency_s=time_per_call(step, synchronize=sync),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class PhaseReport:
+    """Leave-one-out quality of one phase's fit (inference or training step).
+
+    Attributes:
+        loo: the cost-only predictor (FLOPs, bytes, launches).
+        loo_timed: the latency-informed predictor, given each network's measured latency.
+        uncalibrated_spearman: rank correlation of the spec defaults with measurements.
+    """
+
+    loo: LooResult
+    loo_timed: LooResult
+    uncalibrated_spearman: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,10 +154,14 @@ class CalibrationReport:
     source: str
     predictor: AnalyticPredictor
     records: tuple[NetworkRecord, ...]
-    inference_loo: LooResult
-    training_loo: LooResult | None
-    uncalibrated_spearman: float
+    inference: PhaseReport
+    training: PhaseReport | None
     path: Path | None = None
+
+    def phases(self) -> dict[str, PhaseReport]:
+        """The judged phases by name."""
+        found = {"inference": self.inference, "training": self.training}
+        return {name: report for name, report in found.items() if report is not None}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary: metrics and, per network, measured and LOO-predicted J/sample."""
@@ -202,55 +173,83 @@ class CalibrationReport:
                 "gflops_per_sample": r.inference_costs.flops / r.batch_size / 1e9,
                 "mbytes_per_sample": r.inference_costs.bytes_moved / r.batch_size / 1e6,
                 "launches": r.inference_costs.launches,
-                "inference_j_per_sample": r.inference.total_j / r.batch_size,
-                "inference_loo_j_per_sample": self.inference_loo.predicted[i] / r.batch_size,
-                "inference_power_w": r.inference.power_w,
-                "inference_spread": r.inference.spread,
             }
-            if r.training is not None and self.training_loo is not None:
-                row["training_j_per_sample"] = r.training.total_j / r.batch_size
-                row["training_loo_j_per_sample"] = self.training_loo.predicted[i] / r.batch_size
+            for phase, report in self.phases().items():
+                measured: Measurement = getattr(r, phase)
+                row[f"{phase}_j_per_sample"] = measured.total_j / r.batch_size
+                row[f"{phase}_loo_j_per_sample"] = report.loo.predicted[i] / r.batch_size
+                row[f"{phase}_loo_timed_j_per_sample"] = (
+                    report.loo_timed.predicted[i] / r.batch_size
+                )
+                row[f"{phase}_power_w"] = measured.power_w
+                row[f"{phase}_spread"] = measured.spread
+                row[f"{phase}_latency_ms"] = getattr(r, f"{phase}_latency_s") * 1e3
             rows.append(row)
+        metrics = {
+            f"{phase}_{name}": value
+            for phase, report in self.phases().items()
+            for name, value in [
+                ("loo_rmspe", report.loo.rmspe),
+                ("loo_spearman", report.loo.spearman),
+                ("loo_timed_rmspe", report.loo_timed.rmspe),
+                ("loo_timed_spearman", report.loo_timed.spearman),
+                ("uncalibrated_spearman", report.uncalibrated_spearman),
+            ]
+        }
         return {
             "device": self.device,
             "source": self.source,
-            "inference_loo_rmspe": self.inference_loo.rmspe,
-            "inference_loo_spearman": self.inference_loo.spearman,
-            "training_loo_rmspe": self.training_loo and self.training_loo.rmspe,
-            "training_loo_spearman": self.training_loo and self.training_loo.spearman,
-            "uncalibrated_spearman": self.uncalibrated_spearman,
+            **metrics,
             "predictor": self.predictor.to_dict(),
             "networks": rows,
         }
 
     def to_markdown(self) -> str:
         """A table of measured vs leave-one-out predicted energy per sample."""
-        data = self.to_dict()
+        phases = self.phases()
+        header = "| network | GFLOP/sample | MB/sample | launches |"
+        for phase in phases:
+            header += f" {phase} J/sample | LOO | LOO timed | avg W |"
         lines = [
             f"device: {self.device}; source: {self.source}; {len(self.records)} networks",
             "",
-            "| network | GFLOP/sample | MB/sample | launches | inference J/sample | LOO "
-            "predicted | avg W | training J/sample | LOO predicted |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            header,
+            "|" + " --- |" + " ---: |" * (header.count("|") - 2),
         ]
-        for row in data["networks"]:
-            train = row.get("training_j_per_sample", math.nan)
-            train_loo = row.get("training_loo_j_per_sample", math.nan)
-            lines.append(
+        for row in self.to_dict()["networks"]:
+            line = (
                 f"| {row['name']} | {row['gflops_per_sample']:.4g} | "
-                f"{row['mbytes_per_sample']:.4g} | {row['launches']} | "
-                f"{row['inference_j_per_sample']:.4g} | {row['inference_loo_j_per_sample']:.4g} | "
-                f"{row['inference_power_w']:.0f} | {train:.4g} | {train_loo:.4g} |"
+                f"{row['mbytes_per_sample']:.4g} | {row['launches']} |"
             )
-        lines += ["", f"inference: LOO RMSPE {self.inference_loo.rmspe:.1%}, Spearman "
-                  f"{self.inference_loo.spearman:.3f}; uncalibrated Spearman "
-                  f"{self.uncalibrated_spearman:.3f}"]  # fmt: skip
-        if self.training_loo is not None:
+            for phase in phases:
+                line += "".join(
+                    f" {row[f'{phase}_{key}']:.4g} |"
+                    for key in ("j_per_sample", "loo_j_per_sample", "loo_timed_j_per_sample")
+                )
+                line += f" {row[f'{phase}_power_w']:.0f} |"
+            lines.append(line)
+        lines.append("")
+        for phase, report in phases.items():
             lines.append(
-                f"training step: LOO RMSPE {self.training_loo.rmspe:.1%}, Spearman "
-                f"{self.training_loo.spearman:.3f}"
+                f"{phase}: LOO RMSPE {report.loo.rmspe:.1%} (Spearman {report.loo.spearman:.3f}); "
+                f"latency-informed {report.loo_timed.rmspe:.1%} "
+                f"({report.loo_timed.spearman:.3f}); uncalibrated Spearman "
+                f"{report.uncalibrated_spearman:.3f}"
             )
         return "\n".join(lines) + "\n"
+
+
+def _fit_phase(
+    predictor: AnalyticPredictor, costs: list[Costs], energy: list[float], latency: list[float]
+) -> PhaseReport:
+    predictor.fit(costs, energy, time_s=latency)
+    spec = predictor.device
+    default = AnalyticPredictor(spec)
+    return PhaseReport(
+        leave_one_out(costs, energy, spec=spec),
+        leave_one_out(costs, energy, time_s=latency, spec=spec),
+        spearman([default.predict_energy(c) for c in costs], energy),
+    )
 
 
 def run_calibration(
@@ -296,28 +295,23 @@ def run_calibration(
         networks, device, meter, batch_size=batch_size, min_window_s=min_window_s,
         repeats=repeats, training=training, rng=rng,
     )  # fmt: skip
-    spec = device_spec(device)
-    predictor = AnalyticPredictor(spec)
-    costs = [r.inference_costs for r in records]
-    energy = [r.inference.total_j for r in records]
-    predictor.fit(costs, energy, time_s=[r.inference.time_s for r in records])
-    inference_loo = leave_one_out(costs, energy, spec=spec)
-    uncalibrated = AnalyticPredictor(spec)
-    rho = _spearman([uncalibrated.predict_energy(c) for c in costs], energy)
-    training_loo = None
-    if training:
-        train_costs = [r.training_costs for r in records]
-        train_energy = [r.training.total_j for r in records]
-        predictor.fit(train_costs, train_energy, time_s=[r.training.time_s for r in records])
-        training_loo = leave_one_out(train_costs, train_energy, spec=spec)
+    predictor = AnalyticPredictor(device_spec(device))
+    reports = {}
+    for phase in ("inference", "training") if training else ("inference",):
+        reports[phase] = _fit_phase(
+            predictor,
+            [getattr(r, f"{phase}_costs") for r in records],
+            [getattr(r, phase).total_j for r in records],
+            [getattr(r, f"{phase}_latency_s") for r in records],
+        )
     path = None
     if save:
         path = predictor.save(out_path or default_predictor_path(device))
         logger.info("saved the calibrated predictor to %s", path)
-    name = device_name(device)
     return CalibrationReport(
-        name, meter.source, predictor, tuple(records), inference_loo, training_loo, rho, path
-    )
+        device_name(device), meter.source, predictor, tuple(records),
+        reports["inference"], reports.get("training"), path,
+    )  # fmt: skip
 
 
 def calibrate(
@@ -360,48 +354,3 @@ def calibrate(
         device, out_path=out_path, networks=networks, batch_size=batch_size, meter=meter,
         min_window_s=min_window_s, repeats=repeats, training=training,
     ).predictor  # fmt: skip
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mutnas calibrate",
-        description="Measure reference CNNs on this device and fit the energy predictor.",
-    )
-    parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if any)")
-    parser.add_argument("--out", type=Path, default=None, help="predictor JSON path")
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--networks", type=int, default=None, help="use the first N networks")
-    parser.add_argument("--min-window-s", type=float, default=1.0)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--no-training", action="store_true", help="inference only")
-    parser.add_argument("--report", type=Path, default=None, help="write the report JSON here")
-    return parser
-
-
-def calibrate_main(argv: list[str] | None = None, *, stdout: TextIO | None = None) -> int:
-    """Command line of ``mutnas calibrate``; returns the exit status.
-
-    Example:
-        >>> import io
-        >>> out = io.StringIO()
-        >>> calibrate_main(["--device", "cpu", "--networks", "1"], stdout=out)
-        1
-        >>> "no energy counter" in out.getvalue()
-        True
-    """
-    stdout = stdout or sys.stdout
-    args = _parser().parse_args(argv)
-    networks = reference_networks()[: args.networks] if args.networks else None
-    try:
-        report = run_calibration(
-            args.device, out_path=args.out, networks=networks, batch_size=args.batch_size,
-            min_window_s=args.min_window_s, repeats=args.repeats, training=not args.no_training,
-        )  # fmt: skip
-    except CalibrationError as error:
-        stdout.write(f"mutnas calibrate: {error}\n")
-        return 1
-    stdout.write(report.to_markdown())
-    stdout.write(f"saved: {report.path}\n")
-    if args.report is not None:
-        args.report.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-    return 0

@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -134,11 +135,53 @@ class EnergyMeter(abc.ABC):
     def synchronize(self) -> None:  # noqa: B027 (optional hook, no-op by default)
         """Wait for queued device work (a no-op except for GPU meters)."""
 
+    def counter_j(self) -> float | None:
+        """Raw cumulative energy of a coarsely ticking counter (NVML), else ``None``.
+
+        Meters that return a value here get tick-aligned windows from :func:`measure`.
+        """
+        return None
+
+    def wait_for_tick(
+        self, fn: Callable[[], object] | None = None, *, batch: int = 1, timeout_s: float = 0.5
+    ) -> int:
+        """Return right after :meth:`counter_j` changes, calling ``fn`` meanwhile.
+
+        With ``fn`` the device stays busy: ``batch`` calls are queued before each
+        counter read and synchronised after it. Without a ticking counter, returns 0 at
+        once. Returns the number of calls made.
+
+        Example:
+            >>> from mutnas_torch.energy import EstimatedMeter
+            >>> EstimatedMeter("cpu").wait_for_tick(lambda: None)
+            0
+        """
+        first = self.counter_j()
+        if first is None:
+            return 0
+        calls, start = 0, time.perf_counter()
+        while time.perf_counter() - start < timeout_s:
+            if fn is None:
+                time.sleep(0.001)
+            else:
+                for _ in range(batch):
+                    fn()
+                calls += batch
+            value = self.counter_j()
+            if fn is not None:
+                self.synchronize()
+            if value != first:
+                break
+        return calls
+
     def idle_power_w(self, duration_s: float = 1.0, *, refresh: bool = False) -> float:
-        """Power at rest, measured once over ``duration_s`` of sleep and then cached."""
+        """Power at rest over ``duration_s`` of sleep (tick-aligned), measured once and cached."""
         if self._idle_w is None or refresh:
+            self.synchronize()
+            self.wait_for_tick()
             with self.window() as w:
                 time.sleep(duration_s)
+                self.wait_for_tick()
             self._idle_w = w.result.power_w
         return self._idle_w
 

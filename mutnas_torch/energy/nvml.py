@@ -138,6 +138,11 @@ class NvmlMeter(EnergyMeter):
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             torch.cuda.synchronize(self.device_index)
 
+    def counter_j(self) -> float | None:
+        if self.mode != "counter":
+            return None
+        return self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle) / 1000.0
+
     def _power_w(self) -> float:
         return self._nvml.nvmlDeviceGetPowerUsage(self._handle) / 1000.0
 

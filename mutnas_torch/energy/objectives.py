@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import statistics
-import time
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -29,7 +27,7 @@ from mutnas_torch.energy.counting import count_costs
 from mutnas_torch.energy.fallback import EstimatedMeter, auto_meter
 from mutnas_torch.energy.meters import EnergyMeter
 from mutnas_torch.energy.predictors import AnalyticPredictor
-from mutnas_torch.energy.protocol import measure
+from mutnas_torch.energy.protocol import measure, time_per_call
 
 __all__ = [
     "ObjectiveValue",
@@ -99,6 +97,7 @@ def energy_per_inference_j(
     *,
     meter: EnergyMeter | None = None,
     predictor: AnalyticPredictor | None = None,
+    timed: bool = False,
     min_window_s: float = 1.0,
     repeats: int = 3,
 ) -> ObjectiveValue:
@@ -107,7 +106,9 @@ def energy_per_inference_j(
     With a real meter (given, or found by :func:`auto_meter` on the model's device)
     the model runs in eval mode without gradients under :func:`measure`; with a
     predictor alone, or when only an estimated meter is available, the value is
-    predicted from :func:`count_costs` and nothing runs.
+    predicted from :func:`count_costs` and nothing runs, unless ``timed``: then the
+    forward is timed briefly (no energy counter, ~0.3 s) and the latency-informed
+    model predicts, which is markedly more accurate once calibrated.
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU())
@@ -118,13 +119,26 @@ def energy_per_inference_j(
     """
     batch = _batch_size(example_inputs)
     meter, predictor = _resolve(model, meter, predictor)
-    if predictor is not None:
-        costs = count_costs(model, example_inputs)
-        return ObjectiveValue(predictor.predict_energy(costs) / batch, "estimated")
     args = _on(example_inputs, _model_device(model))
     with _eval_mode(model), torch.no_grad():
+        if predictor is not None:
+            costs = count_costs(model, example_inputs)
+            seconds = _time(lambda: model(*args), model) if timed else None
+            return ObjectiveValue(
+                predictor.predict_energy(costs, time_s=seconds) / batch, "estimated"
+            )
         result = measure(lambda: model(*args), meter, min_window_s=min_window_s, repeats=repeats)
     return ObjectiveValue(result.total_j / batch, result.source)
+
+
+def _time(fn: Callable[[], object], model: torch.nn.Module) -> float:
+    device = _model_device(model)
+
+    def synchronize() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    return time_per_call(fn, synchronize=synchronize)
 
 
 def _sum_loss(output: Any) -> torch.Tensor:
@@ -171,6 +185,7 @@ def training_energy_j(
     meter: EnergyMeter | None = None,
     predictor: AnalyticPredictor | None = None,
     loss_fn: Callable[[Any], torch.Tensor] | None = None,
+    timed: bool = False,
     min_window_s: float = 1.0,
     repeats: int = 3,
 ) -> ObjectiveValue:
@@ -178,7 +193,8 @@ def training_energy_j(
 
     Measured with a real meter on a deep copy of the model (SGD with momentum, loss
     ``loss_fn(output)`` or the mean of the outputs), so the candidate's weights are
-    untouched; predicted from ``count_costs(..., training=True)`` otherwise.
+    untouched; predicted from ``count_costs(..., training=True)`` otherwise, with a
+    brief timing of a step on the copy first if ``timed``.
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU())
@@ -190,11 +206,15 @@ def training_energy_j(
     """
     batch = _batch_size(example_inputs)
     meter, predictor = _resolve(model, meter, predictor)
-    if predictor is not None:
+    if predictor is not None and not timed:
         costs = count_costs(model, example_inputs, training=True)
         return ObjectiveValue(predictor.predict_energy(costs) / batch * n_samples, "estimated")
     clone = copy.deepcopy(model).train()
     step = training_step(clone, example_inputs, loss_fn=loss_fn)
+    if predictor is not None:
+        costs = count_costs(model, example_inputs, training=True)
+        joules = predictor.predict_energy(costs, time_s=_time(step, clone))
+        return ObjectiveValue(joules / batch * n_samples, "estimated")
     result = measure(step, meter, min_window_s=min_window_s, repeats=repeats)
     return ObjectiveValue(result.total_j / batch * n_samples, result.source)
 
@@ -227,21 +247,11 @@ def latency_ms(
     if target != _model_device(model):
         model = copy.deepcopy(model).to(target)
     args = _on(example_inputs, target)
-
-    def synchronize() -> None:
-        if target.type == "cuda":
-            torch.cuda.synchronize(target)
-
-    timings = []
     with _eval_mode(model), torch.no_grad():
-        for _ in range(2):
-            model(*args)
-        for _ in range(repeats):
-            synchronize()
-            start, n_calls = time.perf_counter(), 0
-            while n_calls == 0 or time.perf_counter() - start < min_time_s:
-                model(*args)
-                n_calls += 1
-            synchronize()
-            timings.append((time.perf_counter() - start) / n_calls)
-    return ObjectiveValue(statistics.median(timings) * 1e3, "measured")
+        seconds = time_per_call(
+            lambda: model(*args),
+            synchronize=lambda: torch.cuda.synchronize(target) if target.type == "cuda" else None,
+            min_time_s=min_time_s,
+            repeats=repeats,
+        )
+    return ObjectiveValue(seconds * 1e3, "measured")

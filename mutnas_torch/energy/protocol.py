@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 from mutnas_torch.energy.meters import EnergyMeter, Measurement
 
-__all__ = ["calls_per_window", "measure"]
+__all__ = ["calls_per_window", "measure", "time_per_call"]
 
 
 def calls_per_window(fn: Callable[[], object], meter: EnergyMeter, min_window_s: float) -> int:
@@ -41,27 +41,55 @@ def calls_per_window(fn: Callable[[], object], meter: EnergyMeter, min_window_s:
     return max(1, math.ceil(1.05 * min_window_s * n_calls / max(elapsed, 1e-9)))
 
 
-def _mean(values: Sequence[float | None]) -> float | None:
-    return None if values[0] is None else statistics.fmean(v or 0.0 for v in values)
+def time_per_call(
+    fn: Callable[[], object],
+    *,
+    synchronize: Callable[[], None] | None = None,
+    min_time_s: float = 0.05,
+    repeats: int = 5,
+    warmup: int = 2,
+) -> float:
+    """Median seconds per call of ``fn`` over ``repeats`` timings of at least ``min_time_s``.
+
+    Cheap (no energy counter), for latency objectives and latency-informed predictions.
+
+    Example:
+        >>> time_per_call(lambda: time.sleep(0.002), min_time_s=0.01, repeats=2) >= 0.002
+        True
+    """
+    synchronize = synchronize or (lambda: None)
+    for _ in range(warmup):
+        fn()
+    timings = []
+    for _ in range(repeats):
+        synchronize()
+        start, n_calls = time.perf_counter(), 0
+        while n_calls == 0 or time.perf_counter() - start < min_time_s:
+            fn()
+            n_calls += 1
+        synchronize()
+        timings.append((time.perf_counter() - start) / n_calls)
+    return statistics.median(timings)
 
 
-def _per_call(windows: Sequence[Measurement], n_calls: int, idle_w: float | None) -> Measurement:
-    totals = [w.total_j for w in windows]
+def _per_call(windows: Sequence[tuple[Measurement, int]], idle_w: float | None) -> Measurement:
+    totals = [w.total_j / n for w, n in windows]
     mean_total = statistics.fmean(totals)
     spread = (max(totals) - min(totals)) / mean_total if mean_total > 0 else 0.0
 
-    def per_call(values: Sequence[float | None]) -> float | None:
-        mean = _mean(values)
-        return None if mean is None else mean / n_calls
+    def per_call(field: str) -> float | None:
+        if getattr(windows[0][0], field) is None:
+            return None
+        return statistics.fmean(getattr(w, field) / n for w, n in windows)
 
     return Measurement(
-        time_s=statistics.fmean(w.time_s for w in windows) / n_calls,
-        gpu_j=per_call([w.gpu_j for w in windows]),
-        cpu_j=per_call([w.cpu_j for w in windows]),
-        dram_j=per_call([w.dram_j for w in windows]),
-        source=windows[0].source,
+        time_s=per_call("time_s"),
+        gpu_j=per_call("gpu_j"),
+        cpu_j=per_call("cpu_j"),
+        dram_j=per_call("dram_j"),
+        source=windows[0][0].source,
         idle_power_w=idle_w,
-        n_calls=n_calls,
+        n_calls=round(statistics.fmean(n for _, n in windows)),
         spread=spread,
     )
 
@@ -79,7 +107,10 @@ def measure(
 
     Steps: record idle power over ``idle_s`` (once per meter; 0 skips it), call ``fn``
     ``warmup`` times, size a window to at least ``min_window_s``, then measure
-    ``repeats`` windows (each between device synchronisations) and average them.
+    ``repeats`` windows (each between device synchronisations) and average them. With
+    a coarsely ticking counter (NVML, every ~100 ms) each window starts and ends on a
+    tick while ``fn`` keeps the device busy, and the calls made while waiting for the
+    closing tick are counted: that removes the up to 10 % quantisation of 1 s windows.
 
     Args:
         fn: the work, e.g. ``lambda: model(x)``; its device work is synchronised by
@@ -112,10 +143,13 @@ def measure(
     for _ in range(warmup):
         fn()
     n_calls = calls_per_window(fn, meter, min_window_s)
+    batch = max(1, math.ceil(0.005 * n_calls / (1.05 * min_window_s)))  # ~5 ms of calls
     windows = []
     for _ in range(repeats):
+        meter.wait_for_tick(fn, batch=batch)  # start on a tick of a coarse counter
         with meter.window() as window:
             for _ in range(n_calls):
                 fn()
-        windows.append(window.result)
-    return _per_call(windows, n_calls, idle_w)
+            extra = meter.wait_for_tick(fn, batch=batch)  # and end on one
+        windows.append((window.result, n_calls + extra))
+    return _per_call(windows, idle_w)

@@ -46,6 +46,15 @@ def test_reference_networks_build_and_run():
     assert 15 <= len(names) == len(reference_networks()) <= 20
 
 
+def test_leave_one_out_of_the_latency_informed_model():
+    costs = [Costs(f, b, 0, 10) for f, b in [(1e9, 4e6), (3e9, 1e6), (2e9, 9e6), (7e9, 2e6),
+                                             (5e9, 6e6)]]  # fmt: skip
+    seconds = [0.010, 0.004, 0.020, 0.008, 0.013]  # efficiency that costs cannot see
+    energy = [300.0 * t + 1e-9 * c.flops for c, t in zip(costs, seconds, strict=True)]
+    assert leave_one_out(costs, energy, time_s=seconds).rmspe == pytest.approx(0.0, abs=1e-6)
+    assert leave_one_out(costs, energy).rmspe > 0.05
+
+
 def test_rmspe_and_leave_one_out_on_exact_data():
     assert rmspe([2.0, 2.0], [1.0, 4.0]) == pytest.approx(np.sqrt((1 + 0.25) / 2))
     costs = [Costs(f, b, 0, n) for f, b, n in [(1e9, 4e6, 3), (3e9, 1e6, 9), (2e9, 9e6, 4),
@@ -66,9 +75,11 @@ def test_run_calibration_fits_saves_and_reports(tmp_path):
     assert set(report.predictor.coef_) == {"inference", "training"}
     loaded = AnalyticPredictor.load(path)
     assert loaded.coef_ == report.predictor.coef_
+    assert set(report.predictor.coef_["training"]) == {"energy", "time", "energy_timed"}
     data = report.to_dict()
     json.dumps(data)
-    assert len(data["networks"]) == 3 and data["training_loo_rmspe"] is not None
+    assert len(data["networks"]) == 3 and data["training_loo_timed_rmspe"] is not None
+    assert all(r.training_latency_s > 0 and r.inference_latency_s > 0 for r in report.records)
     table = report.to_markdown()
     assert "plain_w16_d2_k3_r32" in table and "LOO RMSPE" in table
 
@@ -88,7 +99,7 @@ def test_estimated_pipeline_runs_but_saves_nothing(tmp_path):
         "cpu", meter=EstimatedMeter("cpu"), networks=reference_networks()[:3],
         out_path=tmp_path / "x.json", training=False, allow_estimated=True, **FAST,
     )  # fmt: skip
-    assert report.source == "estimated" and report.path is None and report.training_loo is None
+    assert report.source == "estimated" and report.path is None and report.training is None
     assert not (tmp_path / "x.json").exists()
 
 

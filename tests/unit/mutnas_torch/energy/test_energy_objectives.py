@@ -95,6 +95,21 @@ def test_latency_measured_and_estimated():
     assert moved.source == "measured"
 
 
+def test_timed_estimates_use_a_measured_latency():
+    model = _net(8).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    predictor = AnalyticPredictor("cpu")
+    inference = energy_per_inference_j(model, X, predictor=predictor, timed=True)
+    training = training_energy_j(model, X, predictor=predictor, timed=True)
+    assert inference.source == training.source == "estimated"
+    assert inference.value > 0 and training.value > 0
+    idle_floor = predictor.device.idle_w * 1e-6 / X.shape[0]  # at least a microsecond
+    assert inference.value > idle_floor
+    assert model.training
+    for key, tensor in model.state_dict().items():
+        assert torch.equal(tensor, before[key]), key
+
+
 def test_predictor_argument_overrides_the_meter_search():
     value, source = energy_per_inference_j(_net(8), X, predictor=AnalyticPredictor("h100"))
     assert source == "estimated" and value > 0

@@ -58,6 +58,30 @@ def test_nnls_recovers_time_coefficients_and_tolerates_noise():
         assert predictor.predict_energy(c) == pytest.approx(e, rel=0.05)
 
 
+def test_latency_informed_model_is_fitted_and_used_with_a_time():
+    rng = np.random.default_rng(7)
+    costs = _synthetic(rng, 20)
+    seconds = [rng.uniform(1e-3, 1e-1) for _ in costs]
+    energy = [250.0 * t + e for t, e in zip(seconds, _energy(costs), strict=True)]
+    predictor = AnalyticPredictor("h100").fit(costs, energy, time_s=seconds)
+    np.testing.assert_allclose(
+        predictor.coef_["inference"]["energy_timed"], [250.0, *TRUE], rtol=1e-6
+    )
+    prediction = predictor.predict(costs[0], time_s=seconds[0])
+    assert prediction.time_s == seconds[0]
+    assert prediction.energy_j == pytest.approx(energy[0])
+    assert predictor.predict_energy(costs[0], time_s=seconds[0]) == pytest.approx(energy[0])
+
+
+def test_a_time_without_timed_coefficients_keeps_the_fitted_cost_model():
+    costs = _synthetic(np.random.default_rng(8), 10)
+    predictor = AnalyticPredictor("h100").fit(costs, _energy(costs))
+    assert predictor.predict_energy(costs[0], time_s=1.0) == pytest.approx(_energy(costs)[0])
+    default = AnalyticPredictor("h100")  # uncalibrated: idle power x time + dynamic work
+    idle = DEVICE_SPECS["h100"].idle_w
+    assert default.predict_energy(costs[0], time_s=1.0) > idle
+
+
 def test_fit_never_returns_negative_coefficients():
     costs = _synthetic(np.random.default_rng(2), 20)
     energy = _energy(costs, np.array([3e-12, -1e-11, 0.0, 0.1]))

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from mutnas_torch.energy import EnergyMeter, measure
+from mutnas_torch.energy import EnergyMeter, measure, time_per_call
 
 
 class ConstantPowerMeter(EnergyMeter):
@@ -70,3 +70,52 @@ def test_slow_functions_get_one_call_per_window():
 def test_measure_rejects_bad_arguments(kwargs):
     with pytest.raises(ValueError, match="measure needs"):
         measure(lambda: None, ConstantPowerMeter(), **kwargs)
+
+
+class TickingMeter(ConstantPowerMeter):
+    """A counter that only advances every ``tick_s`` (like NVML's ~100 ms updates)."""
+
+    def __init__(self, tick_s: float = 0.02, power_w: float = 100.0) -> None:
+        super().__init__(power_w)
+        self.tick_s = tick_s
+        self.origin = time.perf_counter()
+
+    def counter_j(self):
+        ticks = int((time.perf_counter() - self.origin) / self.tick_s)
+        return ticks * self.tick_s * self.power_w
+
+    def _begin(self):
+        return self.counter_j()
+
+    def _end(self, token, elapsed_s):
+        return self.counter_j() - token, None, None
+
+
+def test_wait_for_tick_returns_after_the_counter_changes():
+    meter = TickingMeter(tick_s=0.02)
+    before = meter.counter_j()
+    calls = meter.wait_for_tick(lambda: time.sleep(0.001), batch=2)
+    assert meter.counter_j() != before and calls >= 2 and calls % 2 == 0
+    start = time.perf_counter()
+    assert meter.wait_for_tick() == 0
+    assert time.perf_counter() - start <= 0.05
+
+
+def test_tick_aligned_windows_remove_quantisation():
+    meter = TickingMeter(tick_s=0.02, power_w=100.0)
+
+    def work():
+        time.sleep(0.001)
+
+    result = measure(work, meter, min_window_s=0.05, repeats=3, warmup=1, idle_s=0.02)
+    # unaligned 50 ms windows on a 20 ms counter would be off by up to 40 %
+    assert result.gpu_j == pytest.approx(100.0 * result.time_s, rel=0.15)
+    assert result.idle_power_w == pytest.approx(100.0, rel=0.15)
+    assert result.spread < 0.3
+
+
+def test_time_per_call_is_a_median_of_timed_runs():
+    syncs = []
+    seconds = time_per_call(lambda: time.sleep(0.002), synchronize=lambda: syncs.append(1),
+                            min_time_s=0.01, repeats=3)  # fmt: skip
+    assert 0.002 <= seconds < 0.02 and len(syncs) == 6
