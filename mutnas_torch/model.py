@@ -81,6 +81,9 @@ class MutableModel(nn.Module):
         )
         self.optimizers: list[torch.optim.Optimizer] = []
         self.history: list[mn.Change] = []
+        # "exact": new channels preserve function (LayerNorm streams start at the mean);
+        # "trainable": new channels start random where exactness would leave them dead
+        self.growth = "exact"
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.module(*args, **kwargs)
@@ -199,7 +202,13 @@ class MutableModel(nn.Module):
     def apply(self, change: mn.Change, *, generator: torch.Generator | None = None) -> mn.Change:
         """Perform the weight surgery a core change record asks for (already solved)."""
         edits = apply_change(
-            self.module, self.bindings, change, optimizers=self.optimizers, generator=generator
+            self.module,
+            self.bindings,
+            change,
+            optimizers=self.optimizers,
+            generator=generator,
+            graph=self.graph,
+            growth=self.growth,
         )
         sync_owners(self.module, edits)
         sync_attributes(self.module, self.bindings, self.graph, change.vertices)

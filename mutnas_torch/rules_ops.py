@@ -157,12 +157,14 @@ def _with_operand(an, node, x, ref: Ref, other, shape) -> None:
     an.refs[node.name] = Ref(ref.vertex, dim, ref.outer, ref.inner)
 
 
-def _bind_params(an, node, ref: Ref, dim: int, params, vertex: str | None = None) -> None:
+def _bind_params(
+    an, node, ref: Ref, dim: int, params, vertex: str | None = None, kind: str = "params"
+) -> None:
     """An invariant vertex owning parameters along the channels (layer scale, class token)."""
     base = vertex or ref.vertex
     v = an.g.invariant(base, name=an.unique_name(node.name))
     axes = [param_axis(target, axis, init, ref) for target, axis, init in params]
-    an.bind(Binding(v.name, None, "params", axes, [[]], node.name))
+    an.bind(Binding(v.name, None, kind, axes, [[]], node.name))
     an.refs[node.name] = Ref(v.name, dim, ref.outer, ref.inner)
 
 
@@ -450,7 +452,7 @@ def _layer_norm(an: Analyzer, node: fx.Node) -> None:
             return
         if p is not None:
             params.append((p.target, p.dims[axis], init))
-    _bind_params(an, node, ref, ref.dim, params)
+    _bind_params(an, node, ref, ref.dim, params, kind="layernorm")
     if isinstance(normalized, (list, tuple)) and isinstance(normalized[axis], int):
         an.literal(node, ("args", 1, axis), ref)
 
@@ -488,3 +490,15 @@ def _swin_attention(an: Analyzer, node: fx.Node) -> None:
 
 
 FUNCTION_RULES["torchvision.models.swin_transformer.shifted_window_attention"] = _swin_attention
+
+
+def _patch_merging_pad(an: Analyzer, node: fx.Node) -> None:
+    """Swin's ``_patch_merging_pad``: [.., H, W, C] -> [.., H/2, W/2, 4C], channel k*C + c <- c."""
+    ref, shape = an.ref(node.args[0]), node_shape(node)
+    if ref is None or shape is None or ref.dim != len(shape) - 1:
+        an.opaque(node, "patch merging with channels outside the last dimension")
+        return
+    an.refs[node.name] = Ref(ref.vertex, ref.dim, 4 * ref.outer, ref.inner)
+
+
+FUNCTION_RULES["torchvision.models.swin_transformer._patch_merging_pad"] = _patch_merging_pad

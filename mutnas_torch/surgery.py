@@ -36,18 +36,46 @@ class AxisEdit:
     scale: np.ndarray | None = None
 
 
-def edits_for(bindings: dict[str, Binding], change: mn.Change, model: nn.Module) -> list[AxisEdit]:
-    """The axis edits a change requires, in an order safe to apply one after another."""
+def edits_for(
+    bindings: dict[str, Binding],
+    change: mn.Change,
+    model: nn.Module,
+    graph: mn.Graph | None = None,
+    *,
+    growth: str = "exact",
+) -> list[AxisEdit]:
+    """The axis edits a change requires, in an order safe to apply one after another.
+
+    With ``growth="exact"``, channels added to a LayerNorm-normalised stream start as the
+    mean of the old channels (see :func:`_norm_coupled`), so pre-norm transformers grow
+    without changing their outputs; ``"trainable"`` draws them at random instead.
+    """
     from mutnas_torch.attention import attention_edits
 
+    coupled = (
+        _norm_coupled(bindings, change, graph) if graph is not None and growth == "exact" else {}
+    )
     edits: list[AxisEdit] = []
     for name, index in change.outputs.items():
         binding = bindings.get(name)
-        if binding is not None and binding.kind == "attention":
-            edits.extend(attention_edits(model, binding, index))
+        if binding is None:
             continue
-        for axis in binding.outputs if binding else ():
-            edits.append(_edit(model, axis, index))
+        if binding.kind == "attention":
+            new = attention_edits(model, binding, index)
+            if name in coupled:
+                for edit in new:
+                    if (
+                        edit.target in (binding.extra["out_w"], binding.extra.get("out_b"))
+                        and edit.axis == 0
+                    ):
+                        edit.init = "mean"
+            edits.extend(new)
+            continue
+        for axis in binding.outputs:
+            edit = _edit(model, axis, index)
+            if name in coupled:
+                _couple(edit, binding, coupled[name])
+            edits.append(edit)
     for name, maps in change.inputs.items():
         binding = bindings.get(name)
         if binding is None:
@@ -56,6 +84,62 @@ def edits_for(bindings: dict[str, Binding], change: mn.Change, model: nn.Module)
             for axis in binding.inputs[k] if k < len(binding.inputs) else ():
                 edits.append(_edit(model, axis, index))
     return edits
+
+
+def _norm_coupled(bindings, change: mn.Change, graph: mn.Graph) -> dict[str, float | None]:
+    """Vertices aligned with a LayerNorm whose normalised channels only grow.
+
+    Returns ``{vertex: factor}``: the LayerNorm vertices map to ``sqrt(C_old / C_new)``
+    (their old scales are multiplied by it), every other coupled vertex to None.
+    """
+    from mutnas.advanced import find_participants
+
+    coupled: dict[str, float | None] = {}
+    for name, binding in bindings.items():
+        index = change.outputs.get(name)
+        if binding.kind != "layernorm" or index is None or name not in graph:
+            continue
+        kept = index[index >= 0]
+        n_old = change.nout_before.get(name, len(index))
+        if len(kept) != n_old or not np.array_equal(kept, np.arange(n_old)):
+            continue  # channels were also dropped: statistics change anyway
+        for v in find_participants([graph[name]]):
+            coupled.setdefault(v.name, None)
+        coupled[name] = float(np.sqrt(n_old / len(index)))
+    return coupled
+
+
+def scale_norm_eps(model: nn.Module, gm: fx.GraphModule, bindings, coupled) -> None:
+    """Multiply the eps of compensated LayerNorms by factor², which makes growth exact."""
+    nodes = {n.name: n for n in gm.graph.nodes}
+    for name, factor in coupled.items():
+        binding = bindings.get(name)
+        if factor is None or binding is None or binding.kind != "layernorm":
+            continue
+        if binding.module is not None:
+            module = model.get_submodule(binding.module)
+            module.eps = module.eps * factor**2
+            continue
+        node = nodes.get(binding.node)
+        if node is None:
+            continue
+        if "eps" in node.kwargs:
+            node.kwargs = {**node.kwargs, "eps": node.kwargs["eps"] * factor**2}
+        elif len(node.args) > 4:
+            args = list(node.args)
+            args[4] = args[4] * factor**2
+            node.args = tuple(args)
+        else:
+            node.kwargs = {**node.kwargs, "eps": 1e-5 * factor**2}
+
+
+def _couple(edit: AxisEdit, binding: Binding, factor: float | None) -> None:
+    if binding.kind == "layernorm":
+        if factor is not None and edit.init == "ones":  # the scale (weight) of the norm
+            edit.scale = np.where(edit.positions >= 0, factor, 1.0)
+        return
+    if edit.init in ("normal", "zeros"):
+        edit.init = "mean"
 
 
 def _edit(model: nn.Module, axis: ParamAxis, index: np.ndarray) -> AxisEdit:
@@ -80,9 +164,13 @@ def apply_change(
     *,
     optimizers: Iterable[torch.optim.Optimizer] = (),
     generator: torch.Generator | None = None,
+    graph: mn.Graph | None = None,
+    growth: str = "exact",
 ) -> list[AxisEdit]:
     """Re-index every parameter, buffer and optimizer state the change touches."""
-    edits = edits_for(bindings, change, model)
+    edits = edits_for(bindings, change, model, graph, growth=growth)
+    if graph is not None and growth == "exact" and isinstance(model, fx.GraphModule):
+        scale_norm_eps(model, model, bindings, _norm_coupled(bindings, change, graph))
     states = _optimizer_states(optimizers)
     for edit in edits:
         tensor = get_tensor(model, edit.target)
