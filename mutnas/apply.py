@@ -7,6 +7,7 @@ pieces; transparent vertices' maps follow from their inputs', in topological ord
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -18,7 +19,7 @@ from mutnas.graph import Graph, _inconsistency
 from mutnas.problem import SizeProblem
 from mutnas.segments import NEW, OLD, REWIRED, Partition, is_extra
 from mutnas.solve import Solution
-from mutnas.vertex import ADD, CONCAT, INVARIANT, Vertex
+from mutnas.vertex import ADD, INVARIANT, Vertex
 
 __all__ = ["Edits", "commit", "decode", "positional"]
 
@@ -60,9 +61,14 @@ def positional(n_new: int, n_old: int) -> np.ndarray:
 
 def decode(
     partition: Partition, problem: SizeProblem, solution: Solution, edits: Edits
-) -> dict[str, np.ndarray]:
-    """Output index maps of every participant."""
-    kept = []
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Output index maps of every participant, and the matching *copy* maps.
+
+    A copy map is the index map with each new neuron replaced by an old neuron it may
+    copy (Net2WiderNet): chosen once per class of aligned neurons, so every vertex that
+    carries a class copies the same neurons. Neurons with nothing to copy stay -1.
+    """
+    kept, copied = [], []
     for c, info in enumerate(problem.classes):
         n_keep = int(solution.keep[c])
         if n_keep == info.length:
@@ -70,25 +76,47 @@ def decode(
         else:
             best = np.argsort(-info.utility, kind="stable")[:n_keep]
             kept.append(np.sort(best).astype(np.int64))
+        n_new = int(solution.new[c])
+        if n_new and len(kept[c]):
+            rng = np.random.default_rng(zlib.crc32(repr(info.key).encode()))
+            copied.append(np.sort(rng.choice(kept[c], size=n_new)))
+        else:
+            copied.append(np.full(n_new, -1, dtype=np.int64))
     maps: dict[str, np.ndarray] = {}
+    copies: dict[str, np.ndarray] = {}
     for v in partition.order:
         if v.is_source:
-            parts = []
-            for entry in partition.source_seq(v.name):
-                if is_extra(entry):
-                    n_new = int(solution.extra[problem.xindex[entry]])
-                    parts.append(np.full(n_new, -1, dtype=np.int64))
-                    continue
-                c = problem.class_of(entry)
-                parts += [entry[1] + kept[c], np.full(int(solution.new[c]), -1, dtype=np.int64)]
-            maps[v.name] = np.concatenate(parts)
-        elif v.kind == INVARIANT:
-            maps[v.name] = input_map(v, 0, maps, edits)
-        elif v.kind == ADD:
-            maps[v.name] = input_map(v, partition.primary_input(v), maps, edits)
-        elif v.kind == CONCAT:
-            maps[v.name] = _concat_map(v, maps, edits)
-    return maps
+            maps[v.name], copies[v.name] = _source_maps(
+                v, partition, problem, solution, kept, copied
+            )
+        else:
+            for table in (maps, copies):
+                table[v.name] = _transparent_map(v, partition, table, edits)
+    return maps, copies
+
+
+def _source_maps(v, partition, problem, solution, kept, copied):
+    parts, copy_parts = [], []
+    for entry in partition.source_seq(v.name):
+        if is_extra(entry):
+            fresh = np.full(int(solution.extra[problem.xindex[entry]]), -1, dtype=np.int64)
+            parts.append(fresh)
+            copy_parts.append(fresh)
+            continue
+        c = problem.class_of(entry)
+        start = entry[1]
+        fresh = np.full(int(solution.new[c]), -1, dtype=np.int64)
+        parts += [start + kept[c], fresh]
+        copy_parts += [start + kept[c], np.where(copied[c] >= 0, start + copied[c], -1)]
+    return np.concatenate(parts), np.concatenate(copy_parts)
+
+
+def _transparent_map(v, partition, maps, edits) -> np.ndarray:
+    if v.kind == INVARIANT:
+        return input_map(v, 0, maps, edits)
+    if v.kind == ADD:
+        return input_map(v, partition.primary_input(v), maps, edits)
+    return _concat_map(v, maps, edits)
 
 
 def input_map(w: Vertex, pos: int, maps: dict[str, np.ndarray], edits: Edits) -> np.ndarray:
@@ -126,7 +154,7 @@ def commit(
     extra_consumers: Iterable[Vertex] = (),
 ) -> Change:
     """Apply the solution to the graph and return the change record (all or nothing)."""
-    maps = decode(partition, problem, solution, edits)
+    maps, copies = decode(partition, problem, solution, edits)
     change = Change(kind)
     old_groups = {b.vertex: graph[b.vertex].groups for b in partition.groups}
     widths = {b.vertex: b.width_out for b in partition.groups}
@@ -139,10 +167,15 @@ def commit(
         name: [input_map(w, p, maps, edits) for p in range(len(w.inputs))]
         for name, w in touched.items()
     }
+    input_copies = {
+        name: [input_map(w, p, copies, edits) for p in range(len(w.inputs))]
+        for name, w in touched.items()
+    }
     for v in partition.order:
         index = maps[v.name]
         if not is_identity(index, v.nout):
             change.outputs[v.name] = index
+            change.copies[v.name] = copies[v.name]
         if len(index) != v.nout:
             change.nout_before[v.name], change.nout_after[v.name] = v.nout, len(index)
         if v.utility is not None and not is_identity(index, v.nout):
@@ -159,6 +192,7 @@ def commit(
         )
         if changed or any((name, p) in edits.origin for p in range(len(w.inputs))):
             change.inputs[name] = ims
+            change.input_copies[name] = input_copies[name]
     problems = [p for w in touched.values() if w in graph and (p := _inconsistency(w))]
     if problems:
         for name, (nout, utility, groups) in saved.items():

@@ -55,6 +55,9 @@ class Change:
         added / removed: vertex names added to or removed from the graph.
         edges_added / edges_removed: ``(src, dst, position)`` triples.
         groups: ``name -> (before, after)`` for grouped vertices whose group count changed.
+        copies / input_copies: like ``outputs`` / ``inputs``, but each new neuron names an
+            old neuron it may copy (Net2WiderNet), consistently across aligned vertices;
+            -1 where there is nothing to copy.
         stats: timings and problem sizes (``build_s``, ``solve_s``, ``n_participants``,
             ``n_classes``, ``n_milp_classes``).
 
@@ -78,6 +81,8 @@ class Change:
     edges_added: list[tuple[str, str, int]] = field(default_factory=list)
     edges_removed: list[tuple[str, str, int]] = field(default_factory=list)
     groups: dict[str, tuple[int, int]] = field(default_factory=dict)
+    copies: IndexMaps = field(default_factory=IndexMaps)
+    input_copies: IndexMaps = field(default_factory=IndexMaps)
     stats: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -107,6 +112,8 @@ class Change:
         merged.edges_added = self.edges_added + later.edges_added
         merged.edges_removed = self.edges_removed + later.edges_removed
         merged.groups = {**self.groups, **later.groups}
+        merged.copies = IndexMaps({**self.copies, **later.copies})
+        merged.input_copies = IndexMaps({**self.input_copies, **later.input_copies})
         merged.stats = {**self.stats, **later.stats}
         return merged
 

@@ -32,6 +32,7 @@ def mutable(
     *,
     leaf_modules: Sequence[type[nn.Module]] = (),
     strict: bool = False,
+    growth: str = "exact",
 ) -> MutableModel:
     """Trace ``model`` into a :class:`MutableModel` (the model itself is not modified).
 
@@ -41,6 +42,12 @@ def mutable(
         leaf_modules: module types the tracer must keep opaque.
         strict: raise :class:`~mutnas_torch.UnsupportedLayerError` on any op whose channel
             semantics are unknown, instead of freezing (pinning) the channels it touches.
+        growth: how new neurons start. ``"exact"`` (default): random outgoing rows,
+            zero incoming columns downstream, and LayerNorm-normalised streams started at
+            their mean with compensated scales — outputs unchanged. ``"net2net"``: new
+            neurons copy old ones and consumers split the copied columns (Net2WiderNet) —
+            outputs unchanged, every new neuron active. ``"trainable"``: like exact but
+            without the LayerNorm construction (which leaves new stream channels silent).
 
     Example:
         >>> import torch, mutnas_torch as mt
@@ -56,7 +63,11 @@ def mutable(
         (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     )
     gm = trace(copy.deepcopy(model), inputs, leaf_modules=leaf_modules)
-    return MutableModel(gm, analyze(gm, strict=strict), inputs)
+    if growth not in ("exact", "net2net", "trainable"):
+        raise ValueError(f"growth must be 'exact', 'net2net' or 'trainable', got {growth!r}")
+    mm = MutableModel(gm, analyze(gm, strict=strict), inputs)
+    mm.growth = growth
+    return mm
 
 
 class MutableModel(nn.Module):
@@ -81,9 +92,7 @@ class MutableModel(nn.Module):
         )
         self.optimizers: list[torch.optim.Optimizer] = []
         self.history: list[mn.Change] = []
-        # "exact": new channels preserve function (LayerNorm streams start at the mean);
-        # "trainable": new channels start random where exactness would leave them dead
-        self.growth = "exact"
+        self.growth = "exact"  # see mutable(growth=...)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.module(*args, **kwargs)

@@ -52,6 +52,8 @@ def edits_for(
     """
     from mutnas_torch.attention import attention_edits
 
+    if growth == "net2net":
+        return _net2net_edits(bindings, change, model)
     coupled = (
         _norm_coupled(bindings, change, graph) if graph is not None and growth == "exact" else {}
     )
@@ -83,6 +85,41 @@ def edits_for(
         for k, index in enumerate(maps):
             for axis in binding.inputs[k] if k < len(binding.inputs) else ():
                 edits.append(_edit(model, axis, index))
+    return edits
+
+
+def _net2net_edits(bindings, change: mn.Change, model: nn.Module) -> list[AxisEdit]:
+    """Net2WiderNet: new neurons copy old ones; consumers split the copied columns.
+
+    Every copy of neuron ``j`` (the original included) gets ``1/n_j`` of ``j``'s outgoing
+    weights, so the function is unchanged; add noise before training to break symmetry.
+    """
+    from mutnas_torch.attention import attention_edits
+
+    edits: list[AxisEdit] = []
+    for name, index in change.outputs.items():
+        binding = bindings.get(name)
+        if binding is None:
+            continue
+        if binding.kind == "attention":
+            edits.extend(attention_edits(model, binding, index))
+            continue
+        copies = change.copies.get(name, index)
+        edits.extend(_edit(model, axis, copies) for axis in binding.outputs)
+    for name, maps in change.inputs.items():
+        binding = bindings.get(name)
+        if binding is None:
+            continue
+        copy_maps = change.input_copies.get(name, maps)
+        for k, copies in enumerate(copy_maps):
+            for axis in binding.inputs[k] if k < len(binding.inputs) else ():
+                edit = _edit(model, axis, copies)
+                counts = np.bincount(copies[copies >= 0], minlength=1)
+                share = np.where(copies >= 0, 1.0 / counts[np.maximum(copies, 0)], 1.0)
+                edit.scale = (
+                    np.repeat(np.tile(share, axis.outer), axis.inner) if len(share) else None
+                )
+                edits.append(edit)
     return edits
 
 
