@@ -204,7 +204,7 @@ class EnergyMeter(abc.ABC):
 
 
 class PowerPoller:
-    """Integrates a power reading (watts) sampled on a background thread."""
+    """Averages a power reading (watts) sampled on a background thread (trapezoids)."""
 
     def __init__(self, read_w: Any, interval_s: float) -> None:
         self._read_w = read_w
@@ -219,11 +219,15 @@ class PowerPoller:
             self._samples.append((time.perf_counter(), self._read_w()))
 
     def stop(self) -> float:
+        """Stop sampling; return the time-weighted mean power in watts."""
         self._stop.set()
         self._thread.join()
         self._samples.append((time.perf_counter(), self._read_w()))
-        pairs = zip(self._samples, self._samples[1:], strict=False)
-        return sum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in pairs)
+        pairs = list(zip(self._samples, self._samples[1:], strict=False))
+        span = self._samples[-1][0] - self._samples[0][0]
+        if span <= 0:
+            return self._samples[-1][1]
+        return sum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in pairs) / span
 
 
 # ---------------------------------------------------------------- Zeus

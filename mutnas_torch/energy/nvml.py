@@ -155,7 +155,7 @@ class NvmlMeter(EnergyMeter):
         if self.mode == "counter":
             end = self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle)
             return (end - token) / 1000.0, None, None
-        return token.stop(), None, None
+        return token.stop() * elapsed_s, None, None  # mean power over the window's time
 
     def close(self) -> None:
         with contextlib.suppress(self._nvml.NVMLError):

@@ -72,6 +72,18 @@ def time_per_call(
     return statistics.median(timings)
 
 
+def _top_up(fn: Callable[[], object], meter: EnergyMeter, batch: int, deadline: float) -> int:
+    """More calls until ``deadline``, in case the calls got faster than when sized."""
+    calls = 0
+    meter.synchronize()
+    while time.perf_counter() < deadline:
+        for _ in range(batch):
+            fn()
+        calls += batch
+        meter.synchronize()
+    return calls
+
+
 def _per_call(windows: Sequence[tuple[Measurement, int]], idle_w: float | None) -> Measurement:
     totals = [w.total_j / n for w, n in windows]
     mean_total = statistics.fmean(totals)
@@ -148,8 +160,10 @@ def measure(
     for _ in range(repeats):
         meter.wait_for_tick(fn, batch=batch)  # start on a tick of a coarse counter
         with meter.window() as window:
+            start = time.perf_counter()
             for _ in range(n_calls):
                 fn()
-            extra = meter.wait_for_tick(fn, batch=batch)  # and end on one
+            extra = _top_up(fn, meter, batch, start + min_window_s)
+            extra += meter.wait_for_tick(fn, batch=batch)  # and end on one
         windows.append((window.result, n_calls + extra))
     return _per_call(windows, idle_w)

@@ -101,7 +101,7 @@ def test_rapl_polls_long_windows(sysfs):
             staged = sysfs["root"] / "staged"
             staged.write_text(f"{value}\n")
             os.replace(staged, sysfs["package"] / "energy_uj")  # atomic, like sysfs reads
-            time.sleep(0.1)
+            time.sleep(0.2)
     assert w.result.cpu_j == pytest.approx(2100e-6)
 
 
@@ -203,7 +203,7 @@ def test_nvml_meter_polls_power_without_an_energy_counter(monkeypatch):
     assert meter.mode == "polling"
     with meter.window() as w:
         time.sleep(0.1)
-    assert w.result.gpu_j == pytest.approx(200.0 * w.result.time_s, rel=0.05)
+    assert w.result.gpu_j == pytest.approx(200.0 * w.result.time_s, rel=1e-9)
 
 
 def test_nvml_meter_without_energy_or_power_is_unavailable(monkeypatch):
