@@ -185,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
             ),
             "training_energy_j": training_energy_j(model, x, **kwargs),
             "training_energy_j_estimated": training_energy_j(model, x, predictor=report.predictor),
+            "training_energy_j_estimated_timed": training_energy_j(
+                model, x, predictor=report.predictor, timed=True
+            ),
         },
     }
     args.out.mkdir(parents=True, exist_ok=True)

@@ -9,8 +9,8 @@ and, when the pass's time T was measured (a cheap latency run, no energy counter
 the latency-informed form ``energy = p * T + alpha' * F + beta' * B + gamma' * L +
 delta'`` (static power times time plus dynamic work), which absorbs the kernel
 efficiencies that FLOPs and bytes cannot see: on an H100 it cut the leave-one-out
-error of 20 reference CNNs from 15 % to 12 % (inference) and from 24 % to 17 %
-(training step).
+RMSPE over 20 reference CNNs from 16 % to 11 % (inference) and from 23 % to 16 %
+(training step); see ``benchmarks/results/energy.md``.
 
 Defaults come from a small table of device specs (Paleo's 0.62 / 0.72 "percent of
 peak"; power between idle and TDP). They rank candidates but are off in absolute terms
