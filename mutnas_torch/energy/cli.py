@@ -39,7 +39,7 @@ def calibrate_main(argv: list[str] | None = None, *, stdout: TextIO | None = Non
         >>> out = io.StringIO()
         >>> calibrate_main(["--device", "cpu", "--networks", "1"], stdout=out)
         1
-        >>> "no energy counter" in out.getvalue()
+        >>> out.getvalue().startswith("mutnas calibrate: ")  # no counter, or too few networks
         True
     """
     stdout = stdout or sys.stdout

@@ -71,9 +71,8 @@ class RaplMeter(EnergyMeter):
     Example:
         >>> try:
         ...     meter = RaplMeter()
-        ... except MeterUnavailableError as error:
-        ...     "RAPL" in str(error)
-        True
+        ... except MeterUnavailableError:
+        ...     meter = None  # no readable RAPL here (VMs, containers, non-root)
     """
 
     source = "rapl"
