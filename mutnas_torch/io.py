@@ -6,21 +6,23 @@ A model file is a directory with two files:
   of its first owner (tied weights are stored once and stay tied after loading).
 * ``model.json``: ``format`` (``"mutnas_torch.model"``), ``version``, ``save_id`` (also in
   the tensor file's metadata, so the two cannot be mixed up), ``kind`` (``"graph_module"``
-  or ``"mutable_model"``), ``class_name`` and ``meta`` of the ``GraphModule``;
-  ``modules``: the module tree in pre-order, each entry with its qualified name, its type's
-  qualified name, its plain attributes (the values its constructor stored: sizes, kernel
-  sizes, flags...), its training flag and the tensor keys of its parameters and buffers;
-  ``graph``: the fx nodes in order (see :mod:`mutnas_torch.io_fx`); and for a
-  :class:`~mutnas_torch.MutableModel` ``mutable``: the mutnas graph, bindings, literals,
-  pins, channel references, change history and example input shapes and dtypes.
+  or ``"mutable_model"``), the ``GraphModule``'s ``class_name`` and ``meta``; ``modules``:
+  the module tree in pre-order, each with its qualified name, its type's qualified name,
+  its plain attributes (what its constructor stored: sizes, kernel sizes, flags...), its
+  training flag and the tensor keys of its parameters and buffers (a module met twice is
+  an ``alias``); ``graph``: the fx nodes in order (see :mod:`mutnas_torch.io_fx`); and for
+  a :class:`~mutnas_torch.MutableModel`, ``mutable``: the mutnas graph, bindings, literals,
+  pins, channel references and change history (dataclasses as ``record`` values, index
+  maps as ``array`` values), example input shapes and dtypes, and plain ``attributes``.
 
-Modules are rebuilt the way ``copy.deepcopy`` and pickle do it (an empty instance of the
-class given its saved attributes), but only for classes the allow-list vets; nothing the
-file names is imported or called unless it is vetted (see :class:`~mutnas_torch.io_fx.Resolver`).
+Modules are rebuilt as ``copy.deepcopy`` rebuilds them (an empty instance given its saved
+attributes), for vetted classes only: nothing a file names is imported or called unless
+:class:`~mutnas_torch.io_fx.Resolver` vets it or the caller passes it to :func:`load`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -41,7 +43,14 @@ from mutnas.serialize import graph_from_dict, graph_to_dict
 from mutnas_torch.analyze import _OPAQUE, Analysis, Literal, Ref
 from mutnas_torch.bindings import Binding, ParamAxis
 from mutnas_torch.errors import MutnasTorchError
-from mutnas_torch.io_fx import Resolver, class_name, decode_graph, decode_value, encode_graph
+from mutnas_torch.io_fx import (
+    Resolver,
+    _identifier,
+    class_name,
+    decode_graph,
+    decode_value,
+    encode_graph,
+)
 from mutnas_torch.io_fx import encode_value as _value
 from mutnas_torch.model import MutableModel
 
@@ -55,7 +64,7 @@ JSON_FILE = "model.json"
 TENSOR_FILE = "model.safetensors"
 _INTERNALS = frozenset(nn.Module().__dict__)
 # Attributes derived from the parameters: not saved, rebuilt by the named method.
-_DERIVED: dict[type, tuple[str, str]] = {nn.RNNBase: ("_flat_weights", "_init_flat_weights")}
+_DERIVED = {nn.RNNBase: (("_flat_weights", "_flat_weight_refs"), "_init_flat_weights")}
 
 
 def save(model: MutableModel | fx.GraphModule, path: str | os.PathLike) -> Path:
@@ -162,16 +171,18 @@ def load(
     doc = _read_json(path)
     tensors = _read_tensors(path, doc["save_id"], device)
     resolver = Resolver(modules, functions, methods)
-    root = _decode_modules(doc.get("modules"), tensors, resolver)
-    gm = _graph_module(root, decode_graph(doc.get("graph"), resolver), doc, resolver)
-    if doc["kind"] == "graph_module":
-        return gm
     try:
-        return _decode_mutable(doc["mutable"], gm, resolver, device)
+        root = _decode_modules(doc["modules"], tensors, resolver)
+        gm = _graph_module(root, decode_graph(doc["graph"], resolver), doc, resolver)
+        if doc["kind"] == "graph_module":
+            return gm
+        return _decode_mutable(doc["mutable"], gm, resolver)
     except MutnasTorchError:
         raise
-    except Exception as err:
-        raise MutnasTorchError(f"the model file's mutnas state is corrupt: {err!r}") from err
+    except Exception as err:  # a malformed entry: KeyError, TypeError, ValueError...
+        raise MutnasTorchError(
+            f"{path / JSON_FILE} is corrupt: {type(err).__name__}: {err}"
+        ) from err
 
 
 # ---------------------------------------------------------------- files
@@ -247,34 +258,27 @@ def _own(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 # ---------------------------------------------------------------- the module tree
 def _encode_modules(gm: fx.GraphModule, tensors: dict) -> Iterator[dict]:
+    """Pre-order entries; a module or tensor met again is saved as a reference to the first."""
     seen_modules: dict[int, str] = {}
     seen_tensors: dict[int, str] = {}
     stack: list[tuple[str, nn.Module | None]] = [("", gm)]
     while stack:
         name, module = stack.pop()
         if module is None or id(module) in seen_modules:
-            yield (
-                {"name": name, "alias": seen_modules[id(module)]}
-                if module
-                else {
-                    "name": name,
-                    "none": True,
-                }
-            )
+            yield {"name": name, "alias": None if module is None else seen_modules[id(module)]}
             continue
         seen_modules[id(module)] = name
-        entry = {"name": name, "training": module.training}
+        entry: dict[str, Any] = {"name": name, "training": module.training}
         if name:
             entry["type"] = class_name(type(module), f"module {name!r}")
             entry["state"] = _module_state(name, module)
-        entry["parameters"] = {
-            p: None if t is None else _tensor(f"{name}.{p}".lstrip("."), t, seen_tensors, tensors)
-            for p, t in module._parameters.items()
-        }
-        entry["buffers"] = {
-            b: None if t is None else _tensor(f"{name}.{b}".lstrip("."), t, seen_tensors, tensors)
-            for b, t in module._buffers.items()
-        }
+        for kind in ("parameters", "buffers"):
+            entry[kind] = {
+                k: None
+                if t is None
+                else _tensor(f"{name}.{k}".lstrip("."), t, seen_tensors, tensors)
+                for k, t in getattr(module, f"_{kind}").items()
+            }
         entry["non_persistent"] = sorted(module._non_persistent_buffers_set)
         yield entry
         prefix = f"{name}." if name else ""
@@ -282,7 +286,7 @@ def _encode_modules(gm: fx.GraphModule, tensors: dict) -> Iterator[dict]:
 
 
 def _module_state(name: str, module: nn.Module) -> dict:
-    skip = {attr for cls, (attr, _) in _DERIVED.items() if isinstance(module, cls)}
+    skip = {a for cls, (attrs, _) in _DERIVED.items() if isinstance(module, cls) for a in attrs}
     return {
         k: _value(v, f"module {name!r} attribute {k!r}")
         for k, v in module.__dict__.items()
@@ -296,110 +300,95 @@ def _tensor(key: str, t: torch.Tensor, seen: dict, tensors: dict) -> dict | str:
             f"cannot save tensor {key!r}: a {type(t).__qualname__} on {t.device}; model files "
             f"hold plain tensors with data (materialise lazy modules first)"
         )
-    if id(t) not in seen:
-        seen[id(t)] = key
-        tensors[key] = t
-    if isinstance(t, nn.Parameter):
-        return {"tensor": seen[id(t)], "requires_grad": t.requires_grad}
-    return seen[id(t)]
+    key = seen.setdefault(id(t), key)
+    tensors[key] = t
+    return {"tensor": key, "requires_grad": t.requires_grad} if type(t) is nn.Parameter else key
 
 
-def _decode_modules(entries: Any, tensors: dict, resolver: Resolver) -> nn.Module:
-    if not isinstance(entries, list) or not entries or entries[0].get("name") != "":
-        raise MutnasTorchError("the model file's module tree is missing or corrupt")
+def _decode_modules(entries: list, tensors: dict, resolver: Resolver) -> nn.Module:
     built: dict[str, nn.Module | None] = {}
     params: dict[str, nn.Parameter] = {}
     used: set[str] = set()
+
+    def tensor(key: str) -> torch.Tensor:
+        used.add(key)
+        if key not in tensors:
+            raise MutnasTorchError(f"tensor {key!r} is missing from {TENSOR_FILE} (corrupt file)")
+        return tensors[key]
+
     for entry in entries:
-        name = entry.get("name")
-        where = f"module {name!r}"
-        parent, _, leaf = str(name).rpartition(".")
-        if name and (built.get(parent) is None or not (leaf.isidentifier() or leaf.isdigit())):
-            raise MutnasTorchError(f"{where}: no parent module or a malformed name (corrupt file)")
-        if "alias" in entry or entry.get("none"):
-            if entry.get("alias") not in built and not entry.get("none"):
-                raise MutnasTorchError(f"{where}: alias of an unknown module (corrupt file)")
-            module = None if entry.get("none") else built[entry["alias"]]
+        name = entry["name"]
+        parent, _, leaf = name.rpartition(".")
+        if (name == "") != (not built) or (name and built.get(parent) is None) or not _part(leaf):
+            raise MutnasTorchError(f"module {name!r} has no parent or a malformed name (corrupt)")
+        if "alias" in entry:
+            module = None if entry["alias"] is None else built[entry["alias"]]
         else:
-            module = _new_module(entry, resolver, where) if name else nn.Module()
-            _fill(module, entry, tensors, params, used, where)
+            module = _new_module(entry, resolver) if name else nn.Module()
+            for k, spec in entry["parameters"].items():
+                if spec is not None and spec["tensor"] not in params:
+                    params[spec["tensor"]] = nn.Parameter(
+                        tensor(spec["tensor"]), spec["requires_grad"]
+                    )
+                module._parameters[k] = None if spec is None else params[spec["tensor"]]
+            for k, key in entry["buffers"].items():
+                module._buffers[k] = None if key is None else tensor(key)
+            module._non_persistent_buffers_set = set(entry["non_persistent"])
+            module.training = bool(entry["training"])
+            for cls, (_, rebuild) in _DERIVED.items():
+                if isinstance(module, cls):
+                    getattr(module, rebuild)()
         if name:
             built[parent]._modules[leaf] = module
         built[name] = module
-    unused = set(tensors) - used
-    if unused:
-        raise MutnasTorchError(
-            f"{TENSOR_FILE} holds tensors no module uses: {sorted(unused)[:5]} (corrupt file)"
-        )
+    if set(tensors) - used:
+        raise MutnasTorchError(f"{TENSOR_FILE} holds tensors no module uses (corrupt file)")
     return built[""]
 
 
-def _new_module(entry: dict, resolver: Resolver, where: str) -> nn.Module:
-    cls = resolver.module_class(entry.get("type"), where)
-    state = entry.get("state", {})
+def _part(name: str) -> bool:
+    return name == "" or name.isidentifier() or name.isdigit()
+
+
+def _new_module(entry: dict, resolver: Resolver) -> nn.Module:
+    """An empty instance given its saved attributes, as ``copy.deepcopy`` rebuilds modules."""
+    where = f"module {entry['name']!r}"
+    cls = resolver.module_class(entry["type"], where)
+    state = entry["state"]
     bad = [k for k in state if k in _INTERNALS or k.startswith("__") or not k.isidentifier()]
     if bad:
         raise MutnasTorchError(f"{where}: the file sets forbidden attributes {bad}")
     module = cls.__new__(cls)
     nn.Module.__init__(module)
     values = {k: decode_value(v, resolver, f"{where} attribute {k!r}") for k, v in state.items()}
+    for base, (attrs, _) in _DERIVED.items():
+        if issubclass(cls, base):  # placeholders until the parameters are in
+            values.update({attr: [None] for attr in attrs})
     module.__setstate__({**module.__dict__, **values})
     return module
 
 
-def _fill(module: nn.Module, entry: dict, tensors: dict, params: dict, used: set, where) -> None:
-    def tensor(key: Any) -> torch.Tensor:
-        if key not in tensors:
-            raise MutnasTorchError(f"{where}: tensor {key!r} is missing from {TENSOR_FILE}")
-        used.add(key)
-        return tensors[key]
-
-    for name, spec in entry.get("parameters", {}).items():
-        if spec is not None and spec["tensor"] not in params:
-            params[spec["tensor"]] = nn.Parameter(tensor(spec["tensor"]), spec["requires_grad"])
-        module._parameters[name] = None if spec is None else params[spec["tensor"]]
-    for name, key in entry.get("buffers", {}).items():
-        module._buffers[name] = None if key is None else tensor(key)
-    module._non_persistent_buffers_set = set(entry.get("non_persistent", ()))
-    module.training = bool(entry.get("training", True))
-    for cls, (_, rebuild) in _DERIVED.items():
-        if isinstance(module, cls):
-            getattr(module, rebuild)()
-
-
 def _graph_module(root: nn.Module, graph: fx.Graph, doc: dict, resolver) -> fx.GraphModule:
-    name = doc.get("class_name")
-    if not isinstance(name, str) or not name.isidentifier():
+    name = doc["class_name"]
+    if not _identifier(name):
         raise MutnasTorchError(f"malformed class name {name!r} in the model file")
-    try:
-        gm = fx.GraphModule(root, graph, class_name=name)
-    except AttributeError as err:
-        raise MutnasTorchError(f"the graph uses a module or tensor the file lacks: {err}") from None
-    # Keep the saved tree exactly (GraphModule would turn containers into bare modules).
-    for attr in ("_modules", "_parameters", "_buffers"):
-        getattr(gm, attr).clear()
-        getattr(gm, attr).update(getattr(root, attr))
-    gm._non_persistent_buffers_set = set(root._non_persistent_buffers_set)
-    gm.training = root.training
+    modules = dict(root.named_modules(remove_duplicate=False))
+    tensors = {**dict(root.named_parameters(remove_duplicate=False)), **dict(root.named_buffers())}
     for node in graph.nodes:
-        kind = {"get_attr": torch.Tensor, "call_module": nn.Module}.get(node.op)
-        if kind is not None and not isinstance(_attribute(gm, node.target), kind):
+        kind = {"get_attr": tensors, "call_module": modules}.get(node.op)
+        if kind is not None and node.target not in kind:
             raise MutnasTorchError(
                 f"node {node.name!r}: {node.op} target {node.target!r} is not a "
-                f"{'tensor' if kind is torch.Tensor else 'module'} of the model (corrupt file)"
+                f"{'tensor' if kind is tensors else 'module'} of the model (corrupt file)"
             )
+    gm = fx.GraphModule(root, graph, class_name=name)
+    # Keep the saved tree exactly (GraphModule would turn containers into bare modules).
+    for attr in ("_modules", "_parameters", "_buffers", "_non_persistent_buffers_set"):
+        setattr(gm, attr, getattr(root, attr))
+    gm.training = root.training
     gm.meta.update({k: decode_value(v, resolver, f"meta {k!r}") for k, v in doc["meta"].items()})
     gm.recompile()
     return gm
-
-
-def _attribute(gm: nn.Module, target: str) -> Any:
-    obj: Any = gm
-    for part in target.split("."):
-        children = obj._modules if isinstance(obj, nn.Module) else {}
-        tensors = {**obj._parameters, **obj._buffers} if isinstance(obj, nn.Module) else {}
-        obj = children.get(part, tensors.get(part))
-    return obj
 
 
 def _encode_meta(meta: dict) -> dict:
@@ -413,137 +402,92 @@ def _encode_meta(meta: dict) -> dict:
 
 
 # ---------------------------------------------------------------- MutableModel state
+_RECORDS = {cls.__name__: cls for cls in (Binding, ParamAxis, Literal, Ref, mn.Change)}
+_MUTABLE = {"graph", "bindings", "literals", "pinned", "refs", "example_inputs", "history"}
+_MUTABLE |= {"optimizers"}  # live objects: not saved; attach them again after loading
+
+
 def _encode_mutable(mm: MutableModel) -> dict:
+    inputs = [
+        {"tensor": {"shape": list(x.shape), "dtype": _value(x.dtype, "input")}}
+        if torch.is_tensor(x)
+        else _value(x, "example input")
+        for x in mm.example_inputs
+    ]
     return {
         "graph": graph_to_dict(mm.graph),
-        "bindings": {k: _encode_binding(b) for k, b in mm.bindings.items()},
-        "literals": [
-            {**vars(lit), "path": _value(lit.path, f"literal at node {lit.node!r}")}
-            for lit in mm.literals
-        ],
+        "bindings": {k: _record(b) for k, b in mm.bindings.items()},
+        "literals": _record(mm.literals),
         "pinned": dict(mm.pinned),
-        "refs": {k: _encode_ref(v, k) for k, v in mm.refs.items()},
-        "example_inputs": [
-            {"tensor": {"shape": list(x.shape), "dtype": _value(x.dtype, "input")}}
-            if torch.is_tensor(x)
-            else _value(x, "example input")
-            for x in mm.example_inputs
-        ],
-        "history": [_encode_change(c) for c in mm.history],
-        "training": mm.training,
+        "refs": {k: _record(v) for k, v in mm.refs.items()},
+        "example_inputs": inputs,
+        "history": _record(mm.history),
+        "attributes": {  # training, growth and whatever plain settings the model gains
+            k: _record(v)
+            for k, v in vars(mm).items()
+            if k not in _INTERNALS - {"training"} and k not in _MUTABLE
+        },
     }
 
 
-def _encode_binding(b: Binding) -> dict:
-    return {
-        "vertex": b.vertex,
-        "module": b.module,
-        "kind": b.kind,
-        "outputs": [vars(a) for a in b.outputs],
-        "inputs": [[vars(a) for a in edge] for edge in b.inputs],
-        "node": b.node,
-        "extra": _value(b.extra, f"binding {b.vertex!r}"),
-    }
-
-
-def _encode_ref(ref: Any, name: str) -> Any:
-    if ref is None:
-        return None
-    if isinstance(ref, Ref):
-        return {"ref": [ref.vertex, ref.dim, ref.outer, ref.inner]}
-    if ref is _OPAQUE:
+def _record(obj: Any) -> Any:
+    """Encode adapter state: records (dataclasses) by field, index arrays, the opaque marker."""
+    if type(obj).__name__ in _RECORDS and isinstance(obj, _RECORDS[type(obj).__name__]):
+        fields = {f.name: _record(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {"record": [type(obj).__name__, fields]}
+    if isinstance(obj, np.ndarray):
+        return {"array": [str(obj.dtype), obj.tolist()]}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if obj is _OPAQUE:
         return {"opaque": None}
-    if isinstance(ref, (list, tuple)):
-        items = [_encode_ref(r, name) for r in ref]
-        return items if isinstance(ref, list) else {"tuple": items}
-    raise MutnasTorchError(f"cannot save the channel reference of node {name!r}: {ref!r}")
+    if isinstance(obj, (list, tuple)):
+        items = [_record(v) for v in obj]
+        return items if isinstance(obj, list) else {"tuple": items}
+    if isinstance(obj, dict):
+        tag = "index_maps" if isinstance(obj, IndexMaps) else "dict"
+        return {tag: [[_record(k), _record(v)] for k, v in obj.items()]}
+    return _value(obj, "mutnas state")
 
 
-def _decode_ref(data: Any) -> Any:
-    if data is None:
-        return None
+def _unrecord(data: Any, resolver: Resolver) -> Any:
     if isinstance(data, list):
-        return [_decode_ref(d) for d in data]
-    ((tag, body),) = data.items()
-    if tag == "ref":
-        return Ref(str(body[0]), *(int(v) for v in body[1:]))
-    if tag == "tuple":
-        return tuple(_decode_ref(d) for d in body)
+        return [_unrecord(d, resolver) for d in data]
+    tag, body = next(iter(data.items())) if isinstance(data, dict) and len(data) == 1 else ("", 0)
+    if tag == "record":
+        return _RECORDS[body[0]](**{k: _unrecord(v, resolver) for k, v in body[1].items()})
+    if tag == "array" and np.dtype(body[0]).kind in "iuf":
+        return np.asarray(body[1], dtype=np.dtype(body[0]))
     if tag == "opaque":
         return _OPAQUE
-    raise ValueError(f"unknown channel reference {data!r}")
+    if tag == "tuple":
+        return tuple(_unrecord(d, resolver) for d in body)
+    if tag in ("dict", "index_maps"):
+        items = {_unrecord(k, resolver): _unrecord(v, resolver) for k, v in body}
+        return IndexMaps(items) if tag == "index_maps" else items
+    return decode_value(data, resolver, "mutnas state")
 
 
-def _encode_change(c: mn.Change) -> dict:
-    return {
-        "kind": c.kind,
-        "outputs": {k: np.asarray(v).tolist() for k, v in c.outputs.items()},
-        "inputs": {k: [np.asarray(m).tolist() for m in maps] for k, maps in c.inputs.items()},
-        "nout_before": {k: int(v) for k, v in c.nout_before.items()},
-        "nout_after": {k: int(v) for k, v in c.nout_after.items()},
-        "added": list(c.added),
-        "removed": list(c.removed),
-        "edges_added": [list(e) for e in c.edges_added],
-        "edges_removed": [list(e) for e in c.edges_removed],
-        "groups": {k: [int(a), int(b)] for k, (a, b) in c.groups.items()},
-        "stats": {k: v for k, v in c.stats.items() if isinstance(v, (int, float, str, bool))},
-    }
-
-
-def _decode_change(d: dict) -> mn.Change:
-    def index(values) -> np.ndarray:
-        return np.asarray(values, dtype=np.int64)
-
-    return mn.Change(
-        d["kind"],
-        outputs=IndexMaps({k: index(v) for k, v in d["outputs"].items()}),
-        inputs=IndexMaps({k: [index(m) for m in maps] for k, maps in d["inputs"].items()}),
-        nout_before=dict(d["nout_before"]),
-        nout_after=dict(d["nout_after"]),
-        added=list(d["added"]),
-        removed=list(d["removed"]),
-        edges_added=[tuple(e) for e in d["edges_added"]],
-        edges_removed=[tuple(e) for e in d["edges_removed"]],
-        groups={k: tuple(v) for k, v in d["groups"].items()},
-        stats=dict(d["stats"]),
+def _decode_mutable(d: dict, gm: fx.GraphModule, resolver: Resolver) -> MutableModel:
+    analysis = Analysis(
+        graph_from_dict(d["graph"]),
+        {k: _unrecord(b, resolver) for k, b in d["bindings"].items()},
+        _unrecord(d["literals"], resolver),
+        dict(d["pinned"]),
+        {k: _unrecord(v, resolver) for k, v in d["refs"].items()},
     )
-
-
-def _decode_mutable(d: dict, gm: fx.GraphModule, resolver: Resolver, device) -> MutableModel:
-    def axes(items: list) -> list[ParamAxis]:
-        return [ParamAxis(**a) for a in items]
-
-    bindings = {
-        k: Binding(
-            b["vertex"],
-            b["module"],
-            b["kind"],
-            axes(b["outputs"]),
-            [axes(edge) for edge in b["inputs"]],
-            b["node"],
-            decode_value(b["extra"], resolver, f"binding {k!r}"),
-        )
-        for k, b in d["bindings"].items()
-    }
-    literals = [
-        Literal(**{**lit, "path": decode_value(lit["path"], resolver, "literal")})
-        for lit in d["literals"]
-    ]
-    refs = {k: _decode_ref(v) for k, v in d["refs"].items()}
-    graph = graph_from_dict(d["graph"])
-    analysis = Analysis(graph, bindings, literals, dict(d["pinned"]), refs)
-    mm = MutableModel(
-        gm, analysis, tuple(_example(x, resolver, device) for x in d["example_inputs"])
-    )
-    mm.history = [_decode_change(c) for c in d["history"]]
-    mm.training = bool(d.get("training", True))
+    mm = MutableModel(gm, analysis, tuple(_example(x, resolver) for x in d["example_inputs"]))
+    mm.history = _unrecord(d["history"], resolver)
+    for k, v in d["attributes"].items():
+        if not _identifier(k) or k.startswith("_") or k in _MUTABLE or hasattr(MutableModel, k):
+            raise MutnasTorchError(f"the file sets forbidden MutableModel attribute {k!r}")
+        setattr(mm, k, _unrecord(v, resolver))
     return mm
 
 
-def _example(data: Any, resolver: Resolver, device) -> Any:
+def _example(data: Any, resolver: Resolver) -> Any:
     """Zeros of the saved shape and dtype (the values themselves are not saved)."""
     if isinstance(data, dict) and set(data) == {"tensor"}:
-        spec = data["tensor"]
-        dtype = decode_value(spec["dtype"], resolver, "example input")
-        return torch.zeros([int(s) for s in spec["shape"]], dtype=dtype, device=device)
+        dtype = decode_value(data["tensor"]["dtype"], resolver, "example input")
+        return torch.zeros([int(s) for s in data["tensor"]["shape"]], dtype=dtype)
     return decode_value(data, resolver, "example input")

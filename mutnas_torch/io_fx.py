@@ -189,7 +189,7 @@ def _vetted_function(name: str) -> Callable | None:
     if attr.startswith("_"):
         return None
     module = sys.modules.get(module_name) if module_name in _NAMESPACES else None
-    obj = getattr(module, attr, None)
+    obj = vars(module).get(attr) if module is not None else None  # no lazy imports
     builtin = isinstance(obj, types.BuiltinFunctionType)
     if module_name == "builtins":
         ok = attr in _BUILTINS
@@ -216,8 +216,9 @@ def _torchvision_function(module_name: str, attr: str) -> Callable | None:
     registry = getattr(sys.modules["torch.fx._symbolic_trace"], "_wrapped_fns_to_patch", {})
     if isinstance(registry, dict) and (id(module.__dict__), attr) in registry:
         return obj  # torchvision marks it torch.fx.wrap: a leaf function of its models
-    public = not attr.startswith("_") and module_name.startswith("torchvision.ops")
-    return obj if public and str(obj.__module__).startswith("torchvision.ops") else None
+    ops = sys.modules.get("torchvision.ops")  # its public API: nms, roi_align, stochastic_depth...
+    public = attr in getattr(ops, "__all__", ()) and getattr(ops, attr, None) is obj
+    return obj if public and module_name.startswith("torchvision.ops") else None
 
 
 def _vetted_class(name: str) -> type[nn.Module] | None:
@@ -252,11 +253,13 @@ def encode_value(value: Any, where: str) -> Any:
         return {"node": value.name}
     if isinstance(value, TensorMetadata):
         return {"tensor_meta": _encode_meta(value, where)}
-    for kind, tag in ((torch.Size, "size"), (tuple, "tuple"), (list, None), (set, "set")):
-        if type(value) is kind or (kind is set and type(value) is frozenset):
-            items = [encode_value(v, where) for v in value]
-            return items if tag is None else {tag: items}
-    if type(value) is dict:
+    # fx stores lists and dicts as its immutable_list / immutable_dict subclasses.
+    for kind, tag in ((torch.Size, "size"), (tuple, "tuple"), (set, "set"), (frozenset, "set")):
+        if type(value) is kind:
+            return {tag: [encode_value(v, where) for v in value]}
+    if isinstance(value, list):
+        return [encode_value(v, where) for v in value]
+    if isinstance(value, dict):
         return {
             "dict": [[encode_value(k, where), encode_value(v, where)] for k, v in value.items()]
         }
@@ -280,12 +283,8 @@ def encode_value(value: Any, where: str) -> Any:
     )
 
 
-_NAMED = (
-    (torch.dtype, "dtype"),
-    (torch.device, "device"),
-    (torch.memory_format, "memory_format"),
-    (torch.layout, "layout"),
-)
+_NAMED = ((torch.dtype, "dtype"), (torch.device, "device"), (torch.layout, "layout"))
+_NAMED += ((torch.memory_format, "memory_format"),)
 
 
 def _encode_meta(meta: TensorMetadata, where: str) -> dict:
@@ -331,7 +330,7 @@ def _node(body, resolver, where, nodes):
 
 def _torch_constant(kind: type) -> Callable:
     def decode(body, resolver, where, nodes):
-        value = getattr(torch, body) if _identifier(body) else None
+        value = vars(torch).get(body) if isinstance(body, str) else None
         if not isinstance(value, kind):
             raise ValueError(f"not a torch {kind.__name__}")
         return value
@@ -376,7 +375,7 @@ _DECODERS: dict[str, Callable] = {
 
 # ---------------------------------------------------------------- graphs
 def encode_graph(graph: fx.Graph) -> list[dict]:
-    """Every node in order: op, name, target, args, kwargs and its ``tensor_meta``."""
+    """Every node in order: op, name, target, args, kwargs, ``tensor_meta`` and type."""
     if type(graph._codegen) is not fx.graph.CodeGen:
         raise MutnasTorchError(
             f"cannot save a graph with custom code generation ({type(graph._codegen).__name__}); "
@@ -397,6 +396,8 @@ def encode_graph(graph: fx.Graph) -> list[dict]:
         }
         if "tensor_meta" in node.meta:
             entry["tensor_meta"] = encode_value(node.meta["tensor_meta"], where)
+        if node.type is torch.Tensor:  # the only annotation kept (``x: torch.Tensor``)
+            entry["type"] = "tensor"
         out.append(entry)
     return out
 
@@ -419,7 +420,8 @@ def decode_graph(entries: Any, resolver: Resolver) -> fx.Graph:
         kwargs = {k: decode_value(v, resolver, where, nodes) for k, v in kwargs.items()}
         if target is builtins.getattr:
             resolver.method(args[1] if len(args) > 1 else None, where, "attribute")
-        node = graph.create_node(op, target, args, kwargs, name=entry["name"])
+        annotation = torch.Tensor if entry.get("type") == "tensor" else None
+        node = graph.create_node(op, target, args, kwargs, entry["name"], annotation)
         if node.name != entry["name"]:
             raise MutnasTorchError(f"{where}: the name is taken or reserved (corrupt file)")
         if "tensor_meta" in entry:
