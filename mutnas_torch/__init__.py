@@ -11,6 +11,7 @@ Example:
 """
 
 from mutnas_torch.errors import MutnasTorchError, SurgeryError, TraceError, UnsupportedLayerError
+from mutnas_torch.io import load, save
 from mutnas_torch.model import MutableModel, mutable
 from mutnas_torch.trace import register_leaf
 from mutnas_torch.utility import TaylorUtility, magnitude
@@ -22,7 +23,9 @@ __all__ = [
     "TaylorUtility",
     "TraceError",
     "UnsupportedLayerError",
+    "load",
     "magnitude",
     "mutable",
     "register_leaf",
+    "save",
 ]

@@ -112,7 +112,10 @@ class MutableModel(nn.Module):
 
     def to_module(self) -> fx.GraphModule:
         """A plain ``torch.fx.GraphModule`` copy with no dependency on mutnas."""
-        return copy.deepcopy(self.module)
+        module = copy.deepcopy(self.module)
+        module._tracer_cls = None  # our tracer class would make pickles need mutnas
+        module.graph._tracer_cls = None
+        return module
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.module.parameters())
@@ -221,12 +224,8 @@ class MutableModel(nn.Module):
         )
         sync_owners(self.module, edits)
         sync_attributes(self.module, self.bindings, self.graph, change.vertices)
-        if (
-            rewrite_literals(self.module, self.literals, self.graph)
-            or change.added
-            or change.removed
-        ):
-            self.module.recompile()
+        rewrite_literals(self.module, self.literals, self.graph)
+        self.module.recompile()  # structural edits and literals change the generated code
         self.history.append(change)
         return change
 
