@@ -3,6 +3,7 @@
 from __future__ import pickle
 
 import json
+import pickle
 import math
 import os
 import subprocess
