@@ -1,11 +1,11 @@
 """Model files without pickle: round trips, the allow-list, corrupt files, mutnas-free output."""
 
-from __future__ import pickle
+from __future__ import annotations
 
 import json
-import pickle
 import math
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
