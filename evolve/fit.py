@@ -1,0 +1,260 @@
+"""The one-call entry points: :func:`fit` a search, :func:`resume` a run directory."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from evolve import checkpoint
+from evolve.algorithm import GeneticAlgorithm
+from evolve.callbacks import Callback
+from evolve.components import build, describe
+from evolve.config import Hyperparams, TrainingConfig
+from evolve.data import as_splits, load_dataset
+from evolve.defaults import default_crossovers, default_mutation, default_objectives
+from evolve.errors import ConfigError
+from evolve.evaluator import Evaluator
+from evolve.objectives import Objective, ObjectiveSet
+from evolve.operators import Crossover, Mutation
+from evolve.problem import Problem
+from evolve.result import SearchResult
+from evolve.search_space import SearchSpace
+from evolve.selection import EliteSelection, NSGA2Selection, Selection, TournamentSelection
+from evolve.termination import AnyTermination, MaxGenerationsTermination, Termination
+
+__all__ = ["fit", "resume"]
+
+_CONFIG_VERSION = 1
+
+
+def _splits(train, valid, task, seed, valid_fraction):
+    if isinstance(train, str):
+        if valid is not None:
+            raise ConfigError("a dataset name brings its own validation split: do not pass valid=")
+        dataset = {"name": train, "seed": seed, "valid_fraction": valid_fraction}
+        return load_dataset(train, seed=seed, valid_fraction=valid_fraction), dataset
+    return as_splits(train, valid=valid, task=task, seed=seed, valid_fraction=valid_fraction), None
+
+
+def _unknown(kwargs: Mapping[str, Any]) -> None:
+    if not kwargs:
+        return
+    name = next(iter(kwargs))
+    close = difflib.get_close_matches(name, _FIT_KEYWORDS, n=1)
+    hint = f"; did you mean {close[0]}=?" if close else f"; known: {', '.join(_FIT_KEYWORDS)}"
+    raise ConfigError(f"fit() got an unknown keyword argument {name!r}{hint}")
+
+
+def fit(
+    train,
+    valid=None,
+    *,
+    task: str | None = None,
+    objectives: Sequence[str | Objective] | None = None,
+    weights: Sequence[float] | Mapping[str, float] | None = None,
+    population: int = 16,
+    generations: int = 10,
+    seed: int = 0,
+    run_dir: str | Path | None = None,
+    device: str | None = None,
+    model=None,
+    search_space: SearchSpace | None = None,
+    training: TrainingConfig | None = None,
+    hparams: Hyperparams | None = None,
+    mutation: Mutation | None = None,
+    crossover: Crossover | Sequence[Crossover] | None = None,
+    selection: Selection | None = None,
+    survival: Selection | None = None,
+    termination: Termination | None = None,
+    n_offspring: int | None = None,
+    evaluator: Evaluator | None = None,
+    callbacks: Sequence[Callback] = (),
+    progress: bool | None = None,
+    valid_fraction: float = 0.1,
+    growth: str = "exact",
+    **unknown: Any,
+) -> SearchResult:
+    """Evolve a Pareto front of trained models on ``train`` (scored on ``valid``).
+
+    Args:
+        train: ``(X, y)`` arrays or tensors, a torch ``Dataset``, a
+            :class:`~evolve.data.DataSplits`, or a dataset name (``"mnist1d"``).
+        valid: validation data of the same kind; ``None`` carves ``valid_fraction`` of
+            ``train`` (stratified), with ``seed``.
+        task: ``"classification"`` or ``"regression"``; ``None`` infers it from the labels.
+        objectives: names (``accuracy``, ``r2``, ``mse``, ``parameters``, ``flops``,
+            ``latency``, ``energy``) or :class:`~evolve.objectives.Objective` objects
+            (with ``max_value=`` budgets); default accuracy (or R²) and FLOPs.
+        weights: scalarized mode (one weight per objective); ``None``: Pareto mode.
+        population: survivors per generation; generations: generations to run (the
+            initial population's evaluation counts as the first).
+        seed: drives everything: data split, initial models, operators, data order.
+        run_dir: checkpoint here after every generation (resume with :func:`resume`),
+            with the candidate log, ``config.json`` and plots.
+        device: where candidates train, one at a time (default CUDA if available).
+        model: start from this model (the initial population is mutated copies of it)
+            instead of the built-in search space.
+        search_space, training, hparams, mutation, crossover, selection, survival,
+        termination, n_offspring, growth: see :class:`~evolve.GeneticAlgorithm`,
+            :class:`~evolve.TrainingConfig`; ``termination`` ends the run early (the
+            ``generations`` limit still holds).
+        evaluator: default :class:`~evolve.SerialEvaluator`.
+        callbacks: :class:`~evolve.callbacks.Callback` objects.
+        progress: tqdm bars; ``None`` shows them on a terminal only.
+
+    Returns:
+        A :class:`~evolve.SearchResult` (``.best``, ``.pareto``, ``.history``).
+
+    Raises:
+        ConfigError: a bad setting (the message says how to fix it), including an
+            unknown keyword argument.
+
+    Example:
+        >>> import torch, evolve
+        >>> X, y = torch.randn(64, 6), (torch.arange(64) % 2)
+        >>> result = evolve.fit((X, y), population=2, generations=1, progress=False,
+        ...                     training=evolve.TrainingConfig(steps=2))
+        >>> result.n_generations, sorted(result.best.scores)
+        (1, ['accuracy', 'flops'])
+    """
+    _unknown(unknown)
+    _check_generations(generations)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
+    splits, dataset = _splits(train, valid, task, seed, valid_fraction)
+    objective_set = ObjectiveSet(objectives or default_objectives(splits.task), weights)
+    training = training or TrainingConfig()
+    problem = Problem(splits, objective_set, training, device=device)
+    space = search_space or SearchSpace()
+    stop = MaxGenerationsTermination(generations)
+    algorithm = GeneticAlgorithm(
+        pop_size=population,
+        n_offspring=n_offspring,
+        search_space=space,
+        hparams=hparams or Hyperparams(),
+        mutation=mutation or default_mutation(space),
+        crossover=default_crossovers() if crossover is None else crossover,
+        selection=selection or TournamentSelection(2),
+        survival=survival or (NSGA2Selection() if weights is None else EliteSelection()),
+        termination=stop if termination is None else AnyTermination([stop, termination]),
+        growth=growth,
+    )
+    algorithm.setup(
+        problem,
+        seed=seed,
+        run_dir=run_dir,
+        model=model,
+        evaluator=evaluator,
+        callbacks=callbacks,
+        progress=progress,
+    )
+    if run_dir is not None:
+        checkpoint.write_json(
+            Path(run_dir) / "config.json",
+            _config(algorithm, problem, seed, dataset, valid_fraction),
+        )
+    return algorithm.run()
+
+
+_FIT_KEYWORDS = [
+    p.name for p in inspect.signature(fit).parameters.values() if p.kind is p.KEYWORD_ONLY
+]
+
+
+def _check_generations(generations) -> None:
+    if not isinstance(generations, int) or isinstance(generations, bool) or generations < 1:
+        raise ConfigError(f"generations must be an integer >= 1, got {generations!r}")
+
+
+def _config(algorithm, problem: Problem, seed: int, dataset, valid_fraction: float) -> dict:
+    objs = problem.objectives
+    return {
+        "version": _CONFIG_VERSION,
+        "seed": seed,
+        "device": str(problem.device),
+        "data": {
+            "dataset": dataset,
+            "fingerprint": problem.fingerprint(),
+            "task": problem.task,
+            "n_train": problem.n_train,
+            "n_valid": len(problem.x_valid),
+            "input_shape": list(problem.input_shape),
+            "n_outputs": problem.n_outputs,
+            "valid_fraction": valid_fraction,
+        },
+        "objectives": [describe(o) for o in objs.objectives],
+        "weights": None if objs.weights is None else objs.weights.tolist(),
+        "training": problem.training.to_dict(),
+        "algorithm": describe(algorithm),
+    }
+
+
+def resume(
+    run_dir: str | Path,
+    train=None,
+    valid=None,
+    *,
+    callbacks: Sequence[Callback] = (),
+    evaluator: Evaluator | None = None,
+    progress: bool | None = None,
+    device: str | None = None,
+    termination: Termination | None = None,
+    extra: Sequence[type] = (),
+) -> SearchResult:
+    """Continue the run in ``run_dir`` from its last completed generation.
+
+    Args:
+        run_dir: a run directory written by :func:`fit`.
+        train, valid: the data again, unless the run used a dataset name (checked
+            against the recorded fingerprint).
+        callbacks, evaluator, progress: as in :func:`fit` (not stored in the run).
+        device: default the recorded one.
+        termination: replaces the recorded one (to extend a finished run).
+        extra: your own component classes named in the run's config.
+
+    Raises:
+        ConfigError: no run there, different data, or a component that cannot be rebuilt.
+    """
+    run_dir = Path(run_dir)
+    config = checkpoint.read_json(run_dir / "config.json")
+    if config.get("version") != _CONFIG_VERSION:
+        raise ConfigError(f"{run_dir}/config.json has version {config.get('version')}, expected 1")
+    data, seed = config["data"], config["seed"]
+    if data["dataset"] is not None:
+        splits = load_dataset(
+            data["dataset"]["name"], seed=seed, valid_fraction=data["valid_fraction"]
+        )
+    elif train is None:
+        raise ConfigError(
+            f"the run in {run_dir} used your own data: pass it again, resume(run_dir, train, valid)"
+        )
+    else:
+        splits = as_splits(
+            train, valid=valid, task=data["task"], seed=seed, valid_fraction=data["valid_fraction"]
+        )
+    objectives = ObjectiveSet(
+        [build(o, extra=extra) for o in config["objectives"]], config["weights"]
+    )
+    training = TrainingConfig.from_dict(config["training"])
+    problem = Problem(splits, objectives, training, device=device or config["device"])
+    if problem.fingerprint() != data["fingerprint"]:
+        raise ConfigError(
+            f"the data differ from those the run in {run_dir} was started with; pass the same "
+            f"train and valid data"
+        )
+    algorithm = build(config["algorithm"], extra=extra)
+    if termination is not None:
+        algorithm.termination = termination
+    algorithm.setup(
+        problem,
+        seed=seed,
+        run_dir=run_dir,
+        evaluator=evaluator,
+        callbacks=callbacks,
+        progress=progress,
+        resume=True,
+    )
+    return algorithm.run()
