@@ -95,8 +95,11 @@ class CoreMachine(RuleBasedStateMachine):
             self.counts[f"refused {kind}"] += 1
             return None
         check_consistent(graph)
+        # an inserted vertex starts as a copy of its producer's size (then may be resized):
+        # check_change cannot know that size (core bug, see test_mutations.py xfail)
+        initial = {new: before[src] for src, new, _ in change.edges_added if new in change.added}
         try:
-            check_change(before, graph, change)
+            check_change({**before, **initial}, graph, change)
         except AssertionError as err:
             if not any(known in str(err) for known in KNOWN) or not change.edges_removed:
                 raise

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import time
 
 import numpy as np
 import pulp
 import pytest
-from hypothesis import HealthCheck, given, reject, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import mutnas as mn
@@ -49,10 +50,6 @@ def outcome(graph: mn.Graph, mutation, solver: mn.SolverOptions | None):
         change = mutation.apply(graph)
     except mn.SizeError as err:
         return type(err).__name__
-    except TypeError:
-        # the core bug of test_milp_with_pinned_class_alone (about 2 % of drawn cases)
-        assert solver is MILP
-        reject()
     check_consistent(graph)
     kept = {}
     for name, index in change.outputs.items():
@@ -104,14 +101,9 @@ def test_large_classes_agree(n):
     assert sizes[0] == sizes[1] == np.count_nonzero(utility > 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="core bug: with closed_form=False the k variable of a pinned class that is alone "
-    "in its component appears in no constraint, so CBC gives it no value: TypeError",
-)
 @pytest.mark.parametrize("case", ["fixed", "aligned with input", "zero utility"])
 def test_milp_with_pinned_class_alone(case):
+    # a pinned class alone in its component is in no MILP constraint (was a TypeError)
     g = mn.Graph()
     x = g.input(3, name="x")
     if case == "fixed":  # utilities not all equal: a piecewise term on t only
@@ -266,7 +258,7 @@ def test_tiny_time_limit_never_hangs_or_corrupts():
     g = big_graph()
     copy = g.copy()
     rng = np.random.default_rng(0)
-    options = mn.SolverOptions(closed_form=False, time_limit=0.001)
+    options = mn.SolverOptions(closed_form=False, time_limit=1e-4)
     try:
         g.prune(utility={"v0": rng.normal(size=1000)}, solver=options)
     except mn.SolverError as err:
@@ -275,8 +267,9 @@ def test_tiny_time_limit_never_hangs_or_corrupts():
     check_consistent(g)
 
 
-def fake_status(monkeypatch, status: int, sol_status: int) -> None:
+def fake_status(monkeypatch, status: int, sol_status: int, seconds: float = 0.0) -> None:
     def solve(self, solver=None, **kwargs):
+        time.sleep(seconds)
         self.status, self.sol_status = status, sol_status
         return status
 
@@ -295,6 +288,26 @@ def test_time_out_without_solution_is_a_solver_error(monkeypatch, refuse):
         match=r"found no solution within 2.5 s; raise SolverOptions.time_limit",
     )
     assert "cbc" in str(err)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug: CBC stopped by its time limit before any solution is reported by PuLP as "
+    "Infeasible/No Solution Found (as a real infeasibility is); mutnas raises 'no sizes satisfy'",
+)
+def test_time_out_reported_as_infeasible_is_a_solver_error(monkeypatch, refuse):
+    # what PuLP 3.3 returns when CBC hits timeLimit early (seen with time_limit=1e-3 on
+    # big_graph()'s prune: 19 runs of 20); only the elapsed time tells it from infeasible
+    fake_status(monkeypatch, pulp.LpStatusInfeasible, pulp.LpSolutionNoSolutionFound, 0.05)
+    refuse(
+        two_class_graph(),
+        mn.resize,
+        "c",
+        -4,
+        solver=mn.SolverOptions(time_limit=0.01),
+        error=mn.SolverError,
+        match="time_limit",
+    )
 
 
 def test_infeasible_status_is_a_size_error(monkeypatch, refuse):
