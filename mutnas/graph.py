@@ -114,26 +114,34 @@ class Graph:
         self._outputs = self._resolve_all(vertices)
 
     def _new(
-        self, kind: str, inputs: list[Vertex], nout: int, name: str | None, **options: Any
+        self,
+        kind: str,
+        inputs: list[Vertex],
+        nout: int,
+        name: str | None,
+        *,
+        nominal: bool = False,
+        **options: Any,
     ) -> Vertex:
         if kind not in KINDS:
             raise GraphError(f"unknown vertex kind {kind!r}; expected one of {KINDS}")
-        if name is None:
+        shown = name if name is not None else f"<new {kind}>"
+        if name is not None and (not isinstance(name, str) or not name):
+            raise GraphError(f"vertex names must be non-empty strings, got {name!r}")
+        if name in self._vertices:
+            raise GraphError(f"a vertex named {name!r} already exists; pick another name")
+        if int(nout) < 1:
+            raise GraphError(f"vertex {shown!r}: nout must be >= 1, got {nout}")
+        utility = options.get("utility")
+        if utility is not None and len(utility) != int(nout):
+            raise GraphError(f"vertex {shown!r}: utility has {len(utility)} values for nout={nout}")
+        _check_constraints(shown, nout, options, nominal=nominal)
+        if name is None:  # only now: a refused vertex must not use up a generated name
             self._counter += 1
             name = f"{kind}_{self._counter}"
             while name in self._vertices:
                 self._counter += 1
                 name = f"{kind}_{self._counter}"
-        elif not isinstance(name, str) or not name:
-            raise GraphError(f"vertex names must be non-empty strings, got {name!r}")
-        if name in self._vertices:
-            raise GraphError(f"a vertex named {name!r} already exists; pick another name")
-        if int(nout) < 1:
-            raise GraphError(f"vertex {name!r}: nout must be >= 1, got {nout}")
-        utility = options.get("utility")
-        if utility is not None and len(utility) != int(nout):
-            raise GraphError(f"vertex {name!r}: utility has {len(utility)} values for nout={nout}")
-        _check_constraints(name, nout, options)
         vertex = Vertex(self, name, kind, nout, inputs, **options)
         for u in inputs:
             u.outputs.append(vertex)
@@ -370,7 +378,10 @@ class Graph:
         return disconnect(self, src, dst, utility=utility, solver=solver)
 
 
-def _check_constraints(name: str, nout: int, options: dict[str, Any]) -> None:
+def _check_constraints(
+    name: str, nout: int, options: dict[str, Any], *, nominal: bool = False
+) -> None:
+    """Validate options; unless ``nominal`` (a size about to be solved), also ``nout``."""
     min_nout = options.get("min_nout", 1)
     max_nout = options.get("max_nout")
     multiple_of = options.get("multiple_of", 1)
@@ -384,6 +395,12 @@ def _check_constraints(name: str, nout: int, options: dict[str, Any]) -> None:
     unknown = set(options) - allowed
     if unknown:
         raise GraphError(f"vertex {name!r}: unknown options {sorted(unknown)}")
+    if nominal:
+        return
+    if nout % multiple_of:
+        raise GraphError(f"vertex {name!r}: nout={nout} is not a multiple of {multiple_of}")
+    if nout < min_nout or (max_nout is not None and nout > max_nout):
+        raise GraphError(f"vertex {name!r}: nout={nout} is outside [{min_nout}, {max_nout}]")
 
 
 def _inconsistency(v: Vertex) -> str | None:

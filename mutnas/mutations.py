@@ -20,7 +20,7 @@ from mutnas.graph import Graph, VertexLike
 from mutnas.problem import SizeProblem
 from mutnas.segments import Partition, find_participants
 from mutnas.solve import SolverOptions, solve
-from mutnas.vertex import ABSORB, ADD, CONCAT, INPUT, INVARIANT, KINDS, Vertex
+from mutnas.vertex import ABSORB, ADD, CONCAT, INPUT, KINDS, Vertex
 
 __all__ = [
     "connect",
@@ -76,11 +76,12 @@ def _solve(
     utility: Utility,
     solver: SolverOptions | None,
     prune: bool = False,
+    equal: Sequence[tuple[str, str]] = (),
 ):
     options = solver or default_solver()
     fn = _utility_fn(utility)
     problem = SizeProblem(
-        partition, targets=targets, prune=prune, utility=fn, weights=options.weights
+        partition, targets=targets, prune=prune, utility=fn, weights=options.weights, equal=equal
     )
     try:
         return problem, solve(problem, options)
@@ -88,7 +89,12 @@ def _solve(
         if not relaxed:
             raise
     problem = SizeProblem(
-        partition, targets=targets, relaxed=True, utility=fn, weights=options.weights
+        partition,
+        targets=targets,
+        relaxed=True,
+        utility=fn,
+        weights=options.weights,
+        equal=equal,
     )
     return problem, solve(problem, options)
 
@@ -151,7 +157,9 @@ def resize(
             )
         if v.nout + d < 1 and not relaxed:
             raise SizeError(f"cannot resize {v.name!r} from {v.nout} by {d}: size < 1", [v.name])
-        targets[v.name] = max(1, v.nout + d) if relaxed else v.nout + d
+        # relaxed: an unreachable target still fixes the direction (a shrink of a size-1
+        # vertex must move down, which is infeasible, rather than silently do nothing)
+        targets[v.name] = v.nout + d
     partition = Partition(find_participants(requests))
     problem, solution = _solve(partition, targets, relaxed=relaxed, utility=utility, solver=solver)
     return commit(graph, partition, problem, solution, Edits(), "resize")
@@ -317,13 +325,12 @@ def insert_after(
         raise GraphError(f"a {kind} vertex keeps its input's size; nout={nout} is not allowed")
     consumers = list(dict.fromkeys(source.outputs))
     undo = _Structure(graph, [source, *consumers])
-    builders = {
-        ABSORB: lambda: graph.absorb(source, nout=source.nout, name=name, **options),
-        INVARIANT: lambda: graph.invariant(source, name=name, **options),
-        ADD: lambda: graph.add(source, name=name, **options),
-        CONCAT: lambda: graph.concat(source, name=name, **options),
-    }
-    new = builders[kind]()
+    if kind == ABSORB and options.get("groups", 1) > 1 and source.nout % options["groups"]:
+        raise GraphError(
+            f"grouped vertex {name!r}: groups={options['groups']} must divide nin={source.nout}"
+        )
+    # starts at the source's size (an identity); its own constraints are met by the solve
+    new = graph._new(kind, [source], source.nout, name, nominal=True, **options)
     source.outputs.remove(new)
     moved = _replace_edges(source, new, consumers)
     source.outputs.append(new)
@@ -346,9 +353,11 @@ def remove(
 ) -> Change:
     """Remove ``v`` (one input), feeding its input to its consumers and re-solving sizes.
 
-    When ``v`` changes size (an absorb vertex with ``nin != nout``), the consumers reuse
-    their old columns by position and the solver chooses whether the input or the
-    consumers' side changes size.
+    When ``v`` changes size (an absorb vertex with ``nin != nout``), its input and output
+    are first brought to one size in the same transaction, as NaiveNASlib does: increase
+    the smaller, else decrease the bigger, else any common size. The consumers then read
+    the input neuron for neuron. If the consumers do not align neurons (plain layers) and
+    no common size exists, they take the input as it is, reusing columns by position.
 
     Example:
         >>> import mutnas as mn
@@ -357,9 +366,9 @@ def remove(
         >>> a = g.absorb(x, nout=4, name="a")
         >>> b = g.absorb(a, nout=5, name="b")
         >>> c = g.absorb(b, nout=3, name="c")
-        >>> _ = g.remove("b")
-        >>> [(w.name, w.nin) for w in g.vertices]
-        [('x', []), ('a', [2]), ('c', [4])]
+        >>> change = g.remove("b")  # a grows to b's 5 outputs: c keeps all its columns
+        >>> [(w.name, w.nout) for w in g.vertices], change.outputs["a"].tolist()
+        ([('x', 2), ('a', 5), ('c', 3)], [0, 1, 2, 3, -1])
     """
     vertex = graph.vertex(v)
     if vertex.kind == INPUT:
@@ -371,31 +380,108 @@ def remove(
         )
     (x,) = vertex.inputs
     consumers = list(dict.fromkeys(vertex.outputs))
-    undo = _Structure(graph, [vertex, x, *consumers])
-    old_nin = {w.name: w.nin for w in consumers}
-    aligned = vertex.is_transparent
-    x.outputs.remove(vertex)
-    moved = _replace_edges(vertex, x, consumers)
-    del graph._vertices[vertex.name]
-    outputs = [x if o is vertex else o for o in graph._outputs]
-    graph._outputs = list(dict.fromkeys(outputs))
-    edits = Edits({(w, pos): (pos, aligned) for w, pos in moved}, old_nin)
-    change = _resolve_structure(
-        graph,
-        undo,
-        [x, *consumers],
-        edits,
-        "remove",
-        utility=utility,
-        solver=solver,
-        extra_consumers=consumers,
-    )
+    aligning = any(w.is_transparent or w.is_grouped for w in consumers)
+    unequal = x.nout != vertex.nout and vertex.is_source
+    if unequal and aligning:
+        undo, edits, _ = _detach(graph, vertex, x, consumers)
+        try:  # refuse a size cycle with its own message before trying anything else
+            Partition(find_participants([x, *consumers]), edits.mode)
+        finally:
+            undo.rollback()
+    first = Change("resize")
+    sizes = _SizeSnapshot(graph, [x, vertex])
+    if unequal:
+        # make x and v the same size first (NaiveNASlib: increase the smaller or decrease
+        # the bigger; here whichever the solver finds cheaper, and dropping neurons costs
+        # utility), so the removal pairs neurons one to one and keeps every alignment
+        try:
+            first = _equalize(graph, x, vertex, utility, solver)
+        except SizeError:
+            if aligning:
+                raise
+    undo, edits, moved = _detach(graph, vertex, x, consumers)
+    try:
+        change = _resolve_structure(
+            graph,
+            undo,
+            [x, *consumers],
+            edits,
+            "remove",
+            utility=utility,
+            solver=solver,
+            extra_consumers=consumers,
+        )
+    except BaseException:
+        sizes.restore()
+        raise
+    change = first.merge(change)
+    change.kind = "remove"
     change.removed.append(vertex.name)
     change.edges_removed.append((x.name, vertex.name, 0))
     for w, pos in moved:
         change.edges_removed.append((vertex.name, w, pos))
         change.edges_added.append((x.name, w, pos))
     return change
+
+
+def _detach(graph: Graph, vertex: Vertex, x: Vertex, consumers: list[Vertex]):
+    """Take ``vertex`` out, feeding ``x`` to its consumers; returns (undo, edits, moved)."""
+    undo = _Structure(graph, [vertex, x, *consumers])
+    old_nin = {w.name: w.nin for w in consumers}
+    x.outputs.remove(vertex)
+    moved = _replace_edges(vertex, x, consumers)
+    del graph._vertices[vertex.name]
+    outputs = [x if o is vertex else o for o in graph._outputs]
+    graph._outputs = list(dict.fromkeys(outputs))
+    graph._order = None
+    aligned = vertex.is_transparent
+    return undo, Edits({(w, pos): (pos, aligned) for w, pos in moved}, old_nin), moved
+
+
+class _SizeSnapshot:
+    """Sizes, utilities and groups of every vertex a size change around ``seeds`` can touch."""
+
+    def __init__(self, graph: Graph, seeds: Sequence[Vertex]):
+        found = find_participants(seeds)
+        touched = {v.name: v for v in found} | {w.name: w for v in found for w in v.outputs}
+        self.state = {v: (v._nout, v.utility, v.groups) for v in touched.values()}
+
+    def restore(self) -> None:
+        for v, (nout, utility, groups) in self.state.items():
+            v._nout, v.utility, v.groups = nout, utility, groups
+
+
+def _equalize(graph: Graph, x: Vertex, v: Vertex, utility: Utility, solver) -> Change:
+    """Bring ``x`` and ``v`` to one size, trying NaiveNASlib's strategies in its order:
+    increase the smaller, else decrease the bigger, else let the solver pick any size."""
+    partition = Partition(find_participants([x, v]))
+    small, big = sorted((x, v), key=lambda u: u.nout)
+    attempts = [
+        {small.name: big.nout, big.name: big.nout},  # IncreaseSmaller
+        {small.name: small.nout, big.name: small.nout},  # DecreaseBigger
+        {},  # AlignSizeBoth
+    ]
+    for targets in attempts:
+        if any(graph[n].fixed and graph[n].nout != t for n, t in targets.items()):
+            continue
+        try:
+            problem, solution = _solve(
+                partition,
+                targets,
+                relaxed=False,
+                utility=utility,
+                solver=solver,
+                equal=[(x.name, v.name)],
+            )
+        except SizeError as err:
+            last = err
+            continue
+        return commit(graph, partition, problem, solution, Edits(), "resize")
+    raise SizeError(
+        f"cannot remove {v.name!r}: its input {x.name!r} ({x.nout}) and its output "
+        f"({v.nout}) must end up the same size, and no sizes allow it",
+        last.vertices if "last" in locals() else [x.name, v.name],
+    )
 
 
 def _reaches(start: Vertex, goal: Vertex) -> bool:

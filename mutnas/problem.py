@@ -15,7 +15,7 @@ the distance to each requested size.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -107,6 +107,7 @@ class SizeProblem:
         prune: pure re-selection: no new slots, no change penalties, raw utilities.
         utility: ``vertex -> array or None`` (per output slot of that vertex).
         weights: objective weights.
+        equal: pairs of vertex names whose sizes must end up equal.
     """
 
     def __init__(
@@ -118,8 +119,10 @@ class SizeProblem:
         prune: bool = False,
         utility: Callable[[Vertex], np.ndarray | None],
         weights: Weights = Weights(),
+        equal: Sequence[tuple[str, str]] = (),
     ):
         self.partition = partition
+        self.equal = list(equal)
         self.targets = targets
         self.relaxed = relaxed
         self.prune = prune
@@ -238,7 +241,7 @@ class SizeProblem:
         entries: list[tuple[str, tuple]] = []
         for v in part.order:
             entries.extend(self._vertex_constraints(v, self.terms[v.name]))
-        for a, b in part.equalities:
+        for a, b in list(part.equalities) + self.equal:
             entries.append(("equalities", (self.terms[a], self.terms[b])))
         for i, (run_a, run_b) in enumerate(part.links):
             a = self._term(f"<new slots {i}>", 0, run_a)

@@ -171,10 +171,18 @@ def _solve_milp(
         raise _first_infeasible(problem, comps, options)
     for comp in comps:
         for c in comp.classes:
-            out.keep[c] = round(builder.k[c].value())
-            out.new[c] = round(builder.g[c].value()) if builder.g.get(c) is not None else 0
+            out.keep[c] = _value(builder.k[c])
+            out.new[c] = _value(builder.g.get(c))
         for e in comp.extras:
-            out.extra[e] = round(builder.x[e].value()) if builder.x.get(e) is not None else 0
+            out.extra[e] = _value(builder.x.get(e))
+
+
+def _value(var) -> int:
+    """A variable's solved value; a variable in no constraint keeps its lower bound."""
+    if var is None:
+        return 0
+    value = var.value()
+    return round(value) if value is not None else round(var.lowBound or 0)
 
 
 def _run(model, options: SolverOptions) -> str:
