@@ -199,10 +199,18 @@ def _run(model, options: SolverOptions) -> str:
         solver = pulp.HiGHS(**kwargs)
     else:
         raise SolverError(f"unknown solver backend {options.backend!r}; use 'cbc' or 'highs'")
+    start = time.perf_counter()
     try:
         model.solve(solver)
     except pulp.PulpSolverError as err:
         raise SolverError(f"the {options.backend} solver failed: {err}") from None
+    solved = model.sol_status in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible)
+    if not solved and time.perf_counter() - start >= 0.9 * options.time_limit:
+        # CBC stopped by its time limit before finding any solution reports "infeasible"
+        raise SolverError(
+            f"the {options.backend} solver found no solution within {options.time_limit} s; "
+            f"raise SolverOptions.time_limit or simplify the request"
+        )
     if model.status == pulp.LpStatusInfeasible:
         return "infeasible"
     if model.sol_status in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):

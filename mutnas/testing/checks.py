@@ -70,7 +70,7 @@ def check_change(before: dict[str, int], graph: Graph, change: Change) -> None:
         index = out_map(v.name)
         assert len(index) == v.nout, f"{v.name}: map of length {len(index)} for nout={v.nout}"
         kept = index[index >= 0]
-        limit = before.get(v.name, v.nout)
+        limit = before.get(v.name, change.nout_before.get(v.name, v.nout))
         assert np.all(kept < limit), f"{v.name}: map points past old size {limit}: {index}"
         assert len(np.unique(kept)) == len(kept), f"{v.name}: map repeats a neuron: {index}"
         inputs = change.inputs.get(v.name)
