@@ -1,8 +1,11 @@
 """Applying a solved mutation to a live model: parameters, optimizer state, attributes, code.
 
-Parameters keep their identity (``param.data`` is replaced), so optimizers and hooks that
-hold them stay valid; optimizer state tensors (momentum, Adam moments) are re-indexed the
-same way as the parameters, new entries starting at zero.
+Every reshaped parameter is a *new* ``nn.Parameter`` (autograd caches a parameter's
+shape once it has been through a backward pass, so reshaping one in place breaks the next
+backward). Every module that held the old one (tied weights too) and every attached
+optimizer are pointed at the new one; optimizer state (momentum, Adam moments) is
+re-indexed like the parameter, new entries starting at zero. Re-read ``parameters()``
+after a mutation instead of keeping references from before.
 """
 
 from __future__ import annotations
@@ -208,7 +211,7 @@ def apply_change(
     edits = edits_for(bindings, change, model, graph, growth=growth)
     if graph is not None and growth == "exact" and isinstance(model, fx.GraphModule):
         scale_norm_eps(model, model, bindings, _norm_coupled(bindings, change, graph))
-    states = _optimizer_states(optimizers)
+    optimizers = list(optimizers)
     for edit in edits:
         tensor = get_tensor(model, edit.target)
         old_shape = tensor.shape
@@ -217,27 +220,40 @@ def apply_change(
             shape = [1] * new.dim()
             shape[edit.axis] = len(edit.scale)
             new = new * torch.as_tensor(edit.scale, dtype=new.dtype, device=new.device).view(shape)
-        if isinstance(tensor, nn.Parameter):
-            tensor.data = new
-            if tensor.grad is not None:
-                tensor.grad = apply_axis(tensor.grad, edit.axis, edit.positions, "zeros")
-            state = states.get(id(tensor), {})
-            for key, value in state.items():
-                if torch.is_tensor(value) and value.shape == old_shape:
-                    state[key] = apply_axis(value, edit.axis, edit.positions, "zeros")
-        else:
+        if not isinstance(tensor, nn.Parameter):
             owner, _, attr = edit.target.rpartition(".")
             module = model.get_submodule(owner) if owner else model
             setattr(module, attr, new)
+            continue
+        # a new Parameter, not ``.data =``: autograd caches a parameter's shape once it
+        # has been through a backward pass, so reshaping it in place breaks the next one
+        param = nn.Parameter(new, requires_grad=tensor.requires_grad)
+        if tensor.grad is not None:
+            param.grad = apply_axis(tensor.grad, edit.axis, edit.positions, "zeros")
+        _swap_parameter(model, tensor, param)
+        for opt in optimizers:
+            _swap_in_optimizer(opt, tensor, param, old_shape, edit)
     return edits
 
 
-def _optimizer_states(optimizers) -> dict[int, dict]:
-    found: dict[int, dict] = {}
-    for opt in optimizers:
-        for param, state in opt.state.items():
-            found[id(param)] = state
-    return found
+def _swap_parameter(model: nn.Module, old: nn.Parameter, new: nn.Parameter) -> None:
+    """Point every module that holds ``old`` (tied weights included) at ``new``."""
+    for module in model.modules():
+        for name, value in list(module._parameters.items()):
+            if value is old:
+                module._parameters[name] = new
+
+
+def _swap_in_optimizer(opt, old, new, old_shape, edit: AxisEdit) -> None:
+    for group in opt.param_groups:
+        group["params"] = [new if p is old else p for p in group["params"]]
+    state = opt.state.pop(old, None)
+    if state is None:
+        return
+    for key, value in state.items():
+        if torch.is_tensor(value) and value.shape == old_shape:
+            state[key] = apply_axis(value, edit.axis, edit.positions, "zeros")
+    opt.state[new] = state
 
 
 def sync_attributes(model: nn.Module, bindings: dict[str, Binding], graph: mn.Graph, names) -> None:

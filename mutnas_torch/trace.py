@@ -17,7 +17,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from mutnas_torch.errors import TraceError
 
-__all__ = ["LEAF_MODULES", "node_shape", "register_leaf", "trace"]
+__all__ = ["LEAF_MODULES", "disable_inplace", "node_shape", "register_leaf", "trace"]
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,27 @@ def trace(
     name = type(model).__name__
     gm = fx.GraphModule(tracer.root, graph, class_name=name)
     gm.meta["mutnas_training"] = model.training
+    disable_inplace(gm)
     propagate_shapes(gm, inputs)
     return gm
+
+
+def disable_inplace(gm: fx.GraphModule) -> None:
+    """Turn in-place activations into ordinary ones.
+
+    Structural mutations rewire tensors: after a block is removed, an in-place ReLU can end
+    up overwriting a tensor that autograd saved elsewhere. In-place ops only save memory.
+    """
+    for module in gm.modules():
+        if getattr(module, "inplace", False) is True:
+            module.inplace = False
+    changed = False
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node.kwargs.get("inplace") is True:
+            node.kwargs = {**node.kwargs, "inplace": False}
+            changed = True
+    if changed:
+        gm.recompile()
 
 
 def propagate_shapes(gm: fx.GraphModule, inputs: tuple) -> None:
