@@ -71,8 +71,20 @@ class GeneticAlgorithm:
         growth: how new neurons start (``mutnas_torch.mutable(growth=...)``).
 
     Example:
-        >>> GeneticAlgorithm(pop_size=4).pop_size
-        4
+        >>> import torch, evolve
+        >>> from evolve.data import as_splits
+        >>> data = as_splits((torch.randn(40, 6), torch.arange(40) % 2))
+        >>> objectives = evolve.ObjectiveSet(["accuracy", "parameters"])
+        >>> problem = evolve.Problem(data, objectives, evolve.TrainingConfig(steps=2), device="cpu")
+        >>> algorithm = GeneticAlgorithm(pop_size=2, termination=evolve.MaxGenerationsTermination(2))
+        >>> algorithm = algorithm.setup(problem, seed=0, progress=False)
+        >>> while algorithm.has_next():
+        ...     batch = algorithm.ask()
+        ...     first = algorithm.generation == 0
+        ...     evolve.SerialEvaluator().evaluate(batch, problem, seed=0, initial=first)
+        ...     algorithm.tell(batch)
+        >>> algorithm.result().n_generations
+        2
     """
 
     def __init__(
@@ -332,14 +344,12 @@ class GeneticAlgorithm:
         objs = self.problem.objectives
         order = np.lexsort(objs.matrix([c.scores for c in self.archive]).T[::-1])
         pareto = [self.archive[int(i)] for i in order]
-        pool = self.archive + [c for c in self.population if c not in self.archive]
-        best = (
-            max(pool, key=lambda c: objs.fitness(c.scores))
-            if objs.mode == "weighted" and pool
-            else None
-        )
-        if objs.mode == "pareto":
-            best = pareto[0] if pareto else None
+        best = pareto[0] if pareto else None
+        if objs.mode == "weighted":
+            pool = self.archive + [c for c in self.population if c not in self.archive]
+            violation = objs.violation([c.scores for c in pool])
+            feasible = [c for c, v in zip(pool, violation, strict=True) if v == 0] or pool
+            best = max(feasible, key=lambda c: objs.fitness(c.scores)) if feasible else None
         return SearchResult(
             best,
             pareto,

@@ -117,6 +117,8 @@ class TrainingConfig(_Plain):
         cull_at: ... after this share of their budget, ranked on validation scores.
         eval_batch_size: batch size for validation predictions.
         check_every: steps between checks that the loss is finite.
+        deterministic: deterministic cuDNN kernels on CUDA (same seed, same history; a
+            little slower). CPU training is deterministic anyway.
 
     Example:
         >>> cfg = TrainingConfig(epochs=2, cull_fraction=0.25)
@@ -135,6 +137,7 @@ class TrainingConfig(_Plain):
     cull_at: float = 0.5
     eval_batch_size: int = 1024
     check_every: int = 10
+    deterministic: bool = True
 
     def __post_init__(self) -> None:
         _positive("epochs", self.epochs)

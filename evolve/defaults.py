@@ -51,7 +51,7 @@ def default_mutation(space: SearchSpace) -> ChooseMutation:
         (RemoveEdgeMutation(), 0.5),
         (KernelSizeMutation(tuple(sorted({1, *space.kernel_sizes}))), 1.0),
         (LearningRateMutation(), 1.0),
-        (BatchSizeMutation(), 0.5),
+        (BatchSizeMutation(space.batch_sizes), 0.5),
         (OptimizerMutation(), 0.25),
     ]
     if len(space.activations) >= 2:

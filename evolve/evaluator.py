@@ -128,12 +128,11 @@ class Evaluator:
             c.fail(r.reason or "failed")
         else:
             c.scores.update(r.scores)
+            c.status = "ok"
             bounds = (o.violation(c.scores[o.name]) for o in problem.objectives.objectives)
             reason = next((b for b in bounds if b), None)
-            if reason:
-                c.fail(reason)
-            else:
-                c.status = "ok"
+            if reason:  # kept: constraint domination ranks it after the feasible ones
+                c.reason = f"infeasible: {reason}"
         notify(c)
 
     def _cull(self, live, results, problem: Problem, notify) -> list[Candidate]:

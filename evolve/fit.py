@@ -217,6 +217,16 @@ def resume(
 
     Raises:
         ConfigError: no run there, different data, or a component that cannot be rebuilt.
+
+    Example:
+        >>> import tempfile, torch, evolve
+        >>> X, y, run = torch.randn(40, 6), torch.arange(40) % 2, tempfile.mkdtemp()
+        >>> tiny = evolve.TrainingConfig(steps=2)
+        >>> _ = evolve.fit((X, y), population=2, generations=1, run_dir=run, training=tiny,
+        ...                progress=False)
+        >>> more = evolve.MaxGenerationsTermination(2)
+        >>> evolve.resume(run, (X, y), termination=more, progress=False).n_generations
+        2
     """
     run_dir = Path(run_dir)
     config = checkpoint.read_json(run_dir / "config.json")

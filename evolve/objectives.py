@@ -67,9 +67,12 @@ class Objective:
     """Base class: subclasses set ``direction`` and write ``_evaluate``.
 
     Args:
-        max_value: a hard upper bound (a budget): candidates above it are rejected before
-            training (cost objectives) or marked failed.
-        min_value: a hard lower bound.
+        max_value: an upper bound. For a cost objective (computed before training) it is a
+            budget: an offspring over it is repaired (pruned) or rejected before any
+            training. For a trained metric it is a constraint: a candidate beyond it stays
+            in the search but ranks after every candidate within the bounds (constraint
+            domination) and never enters the Pareto front.
+        min_value: a lower bound, likewise (``AccuracyObjective(min_value=0.9)``).
     """
 
     name = "objective"
@@ -97,6 +100,15 @@ class Objective:
         if self.min_value is not None and value < self.min_value:
             return f"{self.name} {value:,.6g} < min_value {self.min_value:,.6g}"
         return None
+
+    def excess(self, value: float) -> float:
+        """How far ``value`` lies beyond a bound, relative to it (0 within the bounds)."""
+        out = 0.0
+        if self.max_value is not None and value > self.max_value:
+            out += (value - self.max_value) / max(abs(self.max_value), 1e-12)
+        if self.min_value is not None and value < self.min_value:
+            out += (self.min_value - value) / max(abs(self.min_value), 1e-12)
+        return out
 
     def repair(self, mm: Any) -> bool:
         """Try to bring a model within the bound in place; ``True`` if something changed."""
@@ -327,10 +339,21 @@ class ObjectiveSet:
             return float(-row[0])
         return float(-(row @ self.weights))
 
+    def violation(self, scores: Sequence[Mapping[str, float] | None]) -> np.ndarray:
+        """Total relative bound violation of each score dict (0: feasible)."""
+        out = np.zeros(len(scores))
+        for i, s in enumerate(scores):
+            for o in self.objectives:
+                if s is not None and _finite(s.get(o.name)):
+                    out[i] += o.excess(s[o.name])
+        return out
+
     def ranks(self, scores: Sequence[Mapping[str, float] | None], *, pareto=None) -> np.ndarray:
         """Preference rank of each score dict (0 = best); see :func:`preference_ranks`."""
         pareto = self.mode == "pareto" if pareto is None else pareto
-        return preference_ranks(self.matrix(scores), None if pareto else self.weights)
+        return preference_ranks(
+            self.matrix(scores), None if pareto else self.weights, self.violation(scores)
+        )
 
     def cheap(self) -> tuple[Objective, ...]:
         """Objectives computable without training."""

@@ -90,24 +90,31 @@ def pareto_mask(F: np.ndarray) -> np.ndarray:
     return mask
 
 
-def preference_ranks(F: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+def preference_ranks(
+    F: np.ndarray, weights: np.ndarray | None = None, violation: np.ndarray | None = None
+) -> np.ndarray:
     """Position of each row when sorted best first (0 = best); ties keep row order.
 
     With ``weights`` the order is by the weighted sum (lower is better in minimization
-    form); without, by NSGA-II's (front, -crowding). Rows with any non-finite value come
-    last.
+    form); without, by NSGA-II's (front, -crowding). Rows with a positive ``violation``
+    (of a bound) come after every feasible row, least violation first (Deb's constraint
+    domination); rows with any non-finite value come last.
 
     Example:
         >>> F = np.array([[3.0, 0.0], [1.0, 1.0], [2.0, 2.0], [np.inf, np.inf]])
         >>> preference_ranks(F).tolist(), preference_ranks(F, np.array([1.0, 0.0])).tolist()
         ([0, 1, 2, 3], [2, 0, 1, 3])
+        >>> preference_ranks(F, violation=np.array([0.5, 0.0, 0.0, 0.0])).tolist()
+        [2, 0, 1, 3]
     """
     F = np.asarray(F, dtype=float)
     n = len(F)
+    violation = np.zeros(n) if violation is None else np.asarray(violation, dtype=float)
     finite = np.all(np.isfinite(F), axis=1)
-    primary = np.full(n, np.inf)
+    tier = np.where(finite, np.where(violation > 0, 1, 0), 2)
+    primary = np.where(tier == 1, violation, 0.0)
     secondary = np.zeros(n)
-    idx = np.flatnonzero(finite)
+    idx = np.flatnonzero(tier == 0)
     if weights is not None:
         primary[idx] = F[idx] @ np.asarray(weights, dtype=float)
     elif idx.size:
@@ -116,7 +123,7 @@ def preference_ranks(F: np.ndarray, weights: np.ndarray | None = None) -> np.nda
         for level in np.unique(fronts):
             members = idx[fronts == level]
             secondary[members] = -crowding_distance(F[members])
-    order = np.lexsort((np.arange(n), secondary, primary))
+    order = np.lexsort((np.arange(n), secondary, primary, tier))
     ranks = np.empty(n, dtype=int)
     ranks[order] = np.arange(n)
     return ranks

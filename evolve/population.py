@@ -16,7 +16,8 @@ __all__ = ["HypervolumeScale", "generation_record", "update_archive"]
 def update_archive(
     archive: Sequence[Candidate], new: Sequence[Candidate], objectives: ObjectiveSet
 ) -> list[Candidate]:
-    """The non-dominated candidates among ``archive`` and the successful ``new`` ones.
+    """The non-dominated candidates among ``archive`` and the successful ``new`` ones
+    that keep every objective's bounds.
 
     Of candidates with identical scores only the oldest is kept.
 
@@ -31,6 +32,7 @@ def update_archive(
     if not pool:
         return []
     F = objectives.matrix([c.scores for c in pool])
+    F[objectives.violation([c.scores for c in pool]) > 0] = np.inf  # outside the bounds
     keep, seen = [], set()
     for c, row, front in zip(pool, F, pareto_mask(F), strict=True):
         key = tuple(row)

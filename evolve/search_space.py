@@ -57,6 +57,8 @@ class SearchSpace:
         layer_kinds: what ``AddLayerMutation`` may insert: ``"block"`` (conv or linear +
             norm + activation), ``"conv"``, ``"linear"``, ``"norm"``, ``"pool"``, or an
             activation name.
+        batch_sizes: what ``BatchSizeMutation`` may choose (smaller batches cost more
+            time per epoch).
 
     Example:
         >>> import numpy as np, torch
@@ -76,6 +78,7 @@ class SearchSpace:
     min_width: int = 2
     max_width: int = 256
     layer_kinds: tuple[str, ...] = ("block", "conv", "norm", "pool", "relu")
+    batch_sizes: tuple[int, ...] = (16, 32, 64, 128, 256)
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_depth <= self.max_depth:
@@ -95,6 +98,10 @@ class SearchSpace:
         _check_choices("activations", self.activations, ACTIVATIONS)
         kinds = {"block", "conv", "linear", "norm", "pool", *ACTIVATIONS}
         _check_choices("layer_kinds", self.layer_kinds, kinds)
+        if len(self.batch_sizes) < 2 or any(int(b) != b or b < 1 for b in self.batch_sizes):
+            raise ConfigError(
+                f"batch_sizes must list two or more positive sizes, got {self.batch_sizes}"
+            )
         if self.pooled_size < 1:
             raise ConfigError(f"pooled_size must be >= 1, got {self.pooled_size}")
 

@@ -9,8 +9,10 @@ time budget, a non-finite score.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -20,7 +22,7 @@ from evolve.errors import CandidateFailedError
 from evolve.objectives import EvalContext
 from evolve.problem import Problem
 
-__all__ = ["TrainSession", "predict", "score_cheap", "score_trained"]
+__all__ = ["TrainSession", "deterministic_kernels", "predict", "score_cheap", "score_trained"]
 
 
 def _scheduler(name: str, optimizer, lr: float, n_steps: int):
@@ -31,6 +33,26 @@ def _scheduler(name: str, optimizer, lr: float, n_steps: int):
     if name in ("onecycle", "cosine"):
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=n_steps)
     return None
+
+
+@contextlib.contextmanager
+def deterministic_kernels(device: torch.device, enabled: bool = True) -> Iterator[None]:
+    """cuDNN in deterministic mode (no benchmark autotuning) on CUDA, restored after.
+
+    Example:
+        >>> with deterministic_kernels(torch.device("cpu")):
+        ...     pass
+    """
+    if not enabled or device.type != "cuda":
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    old = (cudnn.deterministic, cudnn.benchmark)
+    cudnn.deterministic, cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        cudnn.deterministic, cudnn.benchmark = old
 
 
 def _move_optimizer(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
@@ -113,11 +135,14 @@ class TrainSession:
     def _run(self, until: int) -> None:
         cfg, model = self.problem.training, self.model
         x, y = self.problem.data("train")
-        model.train()
+        model.to(self.problem.device).train()  # back from the CPU after a pause
         _move_optimizer(self.optimizer, self.problem.device)
         devices = [self.problem.device] if self.problem.device.type == "cuda" else []
         start = time.perf_counter()
-        with torch.random.fork_rng(devices=devices):
+        with (
+            torch.random.fork_rng(devices=devices),
+            deterministic_kernels(self.problem.device, cfg.deterministic),
+        ):
             torch.manual_seed(self.seed + self.step)
             while self.step < until:
                 index = self._batch()

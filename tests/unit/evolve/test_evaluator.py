@@ -64,3 +64,14 @@ def test_budget_violations_fail_before_training(signal_splits):
 def test_jobs_are_plain_json(problem):
     job = evolve.SerialEvaluator()._job(batch(1)[0], problem, seed=0, initial=True)
     assert json.loads(json.dumps(job.to_dict()))["hparams"]["optimizer"] == "adam"
+
+
+def test_trained_bounds_keep_the_candidate_but_rank_it_last(signal_splits):
+    objectives = (evolve.AccuracyObjective(min_value=1.5), "flops")
+    problem = make_problem(signal_splits, objectives=objectives)
+    cands = batch(2)
+    evolve.SerialEvaluator().evaluate(cands, problem)
+    assert all(c.ok and c.reason.startswith("infeasible: accuracy") for c in cands)
+    feasible = Candidate(9, None, status="ok", scores={"accuracy": 1.6, "flops": 1e9})
+    ranks = problem.objectives.ranks([c.scores for c in [*cands, feasible]])
+    assert ranks[2] == 0

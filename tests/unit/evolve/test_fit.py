@@ -138,3 +138,12 @@ def test_named_dataset_and_mlp_space():
         **{**TINY, "generations": 1},
     )
     assert result.best.scores["parameters"] > 0
+
+
+def test_constraints_on_trained_metrics_shape_the_front():
+    strict = evolve.AccuracyObjective(min_value=2.0)  # nothing can meet it
+    result = evolve.fit(signals(), objectives=[strict, "flops"], **TINY)
+    assert result.n_generations == 2 and result.pareto == [] and result.best is None
+    assert all(
+        r["reason"].startswith("infeasible") for r in result.candidates if r["status"] == "ok"
+    )

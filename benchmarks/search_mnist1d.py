@@ -1,0 +1,305 @@
+"""Evolve MNIST-1D classifiers from scratch: a Pareto front of accuracy against FLOPs.
+
+Usage (one seed, the full budget)::
+
+    PYTHONUNBUFFERED=1 python benchmarks/search_mnist1d.py --seed 0 --minutes 60
+
+Data: the ``mnist1d`` package's default dataset (4,000 train / 1,000 test, generated with
+its seed 42, via ``evolve.data.load_dataset("mnist1d")``); the search trains on 3,600 of
+the training samples and scores candidates on the other 400 (stratified, by ``--seed``).
+The 1,000 test samples are only used at the end, to report the front.
+
+Reference: the MNIST-1D paper's CNN (3 conv layers of 25 channels, kernel 5/3/3, stride 2,
+padding 1, ReLU, then a linear layer: 5,210 parameters, 63,500 FLOPs per sample), trained
+in the same run with the paper's recipe (Adam, lr 1e-2, batch 100, 6,000 steps, no weight
+decay) on all 4,000 training samples.
+
+Search: ``evolve.fit`` with objectives validation accuracy (max; at least 90 %: models
+below rank after all others and stay off the front, which keeps the population on the
+useful end) and FLOPs per sample (min, counted by ``torch.utils.flop_counter`` on a batch
+of 1; budget 63,500: offspring over it are pruned to it before training), NSGA-II
+survival, population 12, children inheriting their parents' weights (each evaluation
+trains 6 more epochs with a one-cycle schedule, the initial population 12), batch sizes
+32-128, a quarter of each generation culled after 30 % of its budget, until
+``--minutes`` of wall time are spent.
+
+Writes ``runs/search_mnist1d/seed<S>/`` (checkpoints, candidate log, plots; resumable
+with ``--resume``), ``<out>/search_mnist1d/seed<S>.json`` and ``..._front.png``, and
+regenerates ``<out>/search_mnist1d.md`` from every seed's JSON found there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import evolve
+from evolve.data import load_dataset
+from evolve.objectives import count_flops
+from evolve.training import predict
+
+FLOP_BUDGET = 63_500
+TARGET_ACCURACY = 0.95
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--minutes", type=float, default=60.0, help="wall time of the search")
+    parser.add_argument("--population", type=int, default=12)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--reference-steps", type=int, default=6000)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--run-dir", type=Path, default=None)
+    parser.add_argument("--resume", action="store_true", help="continue the run directory")
+    return parser.parse_args(argv)
+
+
+def reference_cnn() -> nn.Module:
+    """The MNIST-1D paper's ConvBase: 5,210 parameters, 63,500 FLOPs per sample."""
+    return nn.Sequential(
+        nn.Conv1d(1, 25, 5, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv1d(25, 25, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv1d(25, 25, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(125, 10),
+    )
+
+
+def _tensors(dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    return dataset.tensors[0], dataset.tensors[1]
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    return (predict(model, x).argmax(dim=1) == y).float().mean().item()
+
+
+def train_reference(splits, seed: int, steps: int) -> dict:
+    """The paper's recipe on all 4,000 training samples (train + validation splits)."""
+    x = torch.cat([_tensors(splits.train)[0], _tensors(splits.valid)[0]])
+    y = torch.cat([_tensors(splits.train)[1], _tensors(splits.valid)[1]])
+    torch.manual_seed(seed)
+    model = reference_cnn()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(seed)
+    start = time.perf_counter()
+    model.train()
+    for step in range(steps):
+        if step % (len(x) // 100) == 0:
+            order = torch.randperm(len(x), generator=generator)
+        index = order[(step % (len(x) // 100)) * 100 :][:100]
+        loss = nn.functional.cross_entropy(model(x[index]), y[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    seconds = time.perf_counter() - start
+    x_test, y_test = _tensors(splits.test)
+    return {
+        "test_accuracy": accuracy(model, x_test, y_test),
+        "flops": count_flops(model, x_test[:1]),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "steps": steps,
+        "seconds": round(seconds, 1),
+    }
+
+
+def search(splits, args: argparse.Namespace, run_dir: Path) -> evolve.SearchResult:
+    if args.resume and (run_dir / "state.json").exists():
+        return evolve.resume(run_dir, splits, progress=None)
+    space = evolve.SearchSpace(
+        widths=(8, 12, 16, 24, 32),
+        min_depth=2,
+        max_depth=4,
+        kernel_sizes=(3, 5, 7),
+        stem_kernel=5,
+        activations=("relu", "gelu", "silu"),
+        pooled_size=4,
+        batch_sizes=(32, 64, 128),
+    )
+    training = evolve.TrainingConfig(
+        epochs=6, initial_epochs=12, schedule="onecycle", cull_fraction=0.25, cull_at=0.3
+    )
+    return evolve.fit(
+        splits,
+        objectives=[
+            evolve.AccuracyObjective(min_value=0.9),
+            evolve.FlopsObjective(max_value=FLOP_BUDGET),
+        ],
+        population=args.population,
+        generations=100_000,
+        termination=evolve.TimeTermination(args.minutes * 60),
+        seed=args.seed,
+        run_dir=run_dir,
+        search_space=space,
+        training=training,
+        hparams=evolve.Hyperparams("adam", lr=1e-2, batch_size=64),
+        device="cpu",
+    )
+
+
+def front_rows(result: evolve.SearchResult, splits) -> list[dict]:
+    x_test, y_test = _tensors(splits.test)
+    rows = []
+    for c in result.pareto:
+        rows.append(
+            {
+                "id": c.id,
+                "valid_accuracy": c.scores["accuracy"],
+                "test_accuracy": accuracy(c.model, x_test, y_test),
+                "flops": count_flops(c.model, x_test[:1]),
+                "parameters": c.model.n_parameters(),
+                "train_steps": c.train_steps,
+                "generation": c.generation,
+                "layers": {k: v for k, v in c.sizes().items()},
+            }
+        )
+    return rows
+
+
+def plot_front(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    rows = sorted(report["front"], key=lambda r: r["flops"])
+    ax.plot(
+        [r["flops"] for r in rows],
+        [100 * r["test_accuracy"] for r in rows],
+        "o-",
+        label="evolved front (test)",
+    )
+    ax.plot(
+        [r["flops"] for r in rows],
+        [100 * r["valid_accuracy"] for r in rows],
+        "x:",
+        alpha=0.6,
+        label="evolved front (validation)",
+    )
+    ref = report["reference"]
+    ax.plot(
+        [ref["flops"]], [100 * ref["test_accuracy"]], "r*", markersize=12, label="paper CNN (test)"
+    )
+    ax.axhline(100 * TARGET_ACCURACY, color="gray", lw=0.8, ls="--")
+    ax.axvline(FLOP_BUDGET, color="gray", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("FLOPs per sample")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"MNIST-1D, seed {report['seed']}, {report['search_minutes']:.0f} min search")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _best_in_budget(report: dict) -> dict | None:
+    inside = [r for r in report["front"] if r["flops"] <= FLOP_BUDGET]
+    return max(inside, key=lambda r: r["test_accuracy"]) if inside else None
+
+
+def write_markdown(out: Path) -> Path:
+    """``search_mnist1d.md`` from every ``search_mnist1d/seed*.json`` under ``out``."""
+    reports = [
+        json.loads(p.read_text()) for p in sorted((out / "search_mnist1d").glob("seed*.json"))
+    ]
+    lines = [
+        "# Evolving MNIST-1D classifiers from scratch",
+        "",
+        "`python benchmarks/search_mnist1d.py --seed S --minutes M` (see the script's docstring",
+        "for the protocol). Target: a Pareto front holding a model with >= 95 % test accuracy",
+        f"at <= {FLOP_BUDGET:,} FLOPs per sample within 60 minutes on a 2-core CPU.",
+        "",
+        "| seed | search min | generations | candidates | best test acc <= 63.5k FLOPs | its FLOPs | its params | paper CNN test acc | target |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|:---:|",
+    ]
+    for r in reports:
+        best = _best_in_budget(r)
+        ok = best is not None and best["test_accuracy"] >= TARGET_ACCURACY
+        lines.append(
+            f"| {r['seed']} | {r['search_minutes']:.1f} | {r['generations']} | {r['candidates']} | "
+            f"{100 * best['test_accuracy']:.1f} % | {best['flops']:,} | {best['parameters']:,} | "
+            f"{100 * r['reference']['test_accuracy']:.1f} % | {'yes' if ok else 'no'} |"
+            if best
+            else f"| {r['seed']} | {r['search_minutes']:.1f} | {r['generations']} | {r['candidates']} | - | - | - | "
+            f"{100 * r['reference']['test_accuracy']:.1f} % | no |"
+        )
+    for r in reports:
+        lines += [
+            "",
+            f"## Seed {r['seed']}: Pareto front ({r['machine']}, torch {r['torch']}, "
+            f"{r['threads']} thread(s))",
+            "",
+            f"Search {r['search_minutes']:.1f} min, {r['generations']} generations, "
+            f"{r['candidates']} candidates ({r['failed']} failed, {r['culled']} culled). "
+            f"Paper CNN: {100 * r['reference']['test_accuracy']:.1f} % test, "
+            f"{r['reference']['flops']:,} FLOPs, {r['reference']['parameters']:,} params, "
+            f"trained in {r['reference']['seconds']:.0f} s.",
+            "",
+            "| id | valid acc | test acc | FLOPs/sample | params | steps trained | layer widths |",
+            "|---:|---:|---:|---:|---:|---:|:---|",
+        ]
+        for row in sorted(r["front"], key=lambda row: row["flops"]):
+            widths = ", ".join(f"{k}={v}" for k, v in row["layers"].items())
+            lines.append(
+                f"| {row['id']} | {100 * row['valid_accuracy']:.2f} % | {100 * row['test_accuracy']:.1f} % | "
+                f"{row['flops']:,} | {row['parameters']:,} | {row['train_steps']:,} | {widths} |"
+            )
+        lines += ["", f"![front](search_mnist1d/seed{r['seed']}_front.png)"]
+    path = out / "search_mnist1d.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    torch.set_num_threads(args.threads)
+    run_dir = args.run_dir or Path("runs/search_mnist1d") / f"seed{args.seed}"
+    splits = load_dataset("mnist1d", seed=args.seed, valid_fraction=0.1)
+    print(splits)
+    reference = train_reference(splits, args.seed, args.reference_steps)
+    print(f"paper CNN: {reference}")
+    result = search(splits, args, run_dir)
+    search_s = result.history[-1]["elapsed_s"]
+    report = {
+        "seed": args.seed,
+        "search_minutes": search_s / 60,
+        "generations": result.n_generations,
+        "candidates": len(result.candidates),
+        "failed": sum(r["status"] == "failed" for r in result.candidates),
+        "culled": sum(r["status"] == "culled" for r in result.candidates),
+        "reference": reference,
+        "front": front_rows(result, splits),
+        "machine": f"{platform.machine()} {platform.processor() or platform.system()}",
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "run_dir": str(run_dir),
+    }
+    folder = args.out / "search_mnist1d"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"seed{args.seed}.json").write_text(json.dumps(report, indent=1))
+    plot_front(report, folder / f"seed{args.seed}_front.png")
+    print(write_markdown(args.out).read_text())
+    best = _best_in_budget(report)
+    if best:
+        print(
+            f"best within {FLOP_BUDGET:,} FLOPs: {100 * best['test_accuracy']:.1f} % test "
+            f"({best['flops']:,} FLOPs, {best['parameters']:,} params); search {search_s / 60:.1f} min"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
