@@ -19,7 +19,7 @@ Example:
 
 from mutnas.apply import Edits, commit, decode
 from mutnas.graph import Graph
-from mutnas.mutations import default_solver, set_default_solver
+from mutnas.mutations import default_solver, set_default_solver, transaction
 from mutnas.problem import Component, SizeProblem, SizeTerm, Weights
 from mutnas.segments import Partition, find_participants
 from mutnas.solve import Solution, SolverOptions, solve
@@ -40,6 +40,7 @@ __all__ = [
     "frozen_vertices",
     "set_default_solver",
     "solve",
+    "transaction",
 ]
 
 

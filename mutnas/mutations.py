@@ -8,7 +8,8 @@ classes → size problem → solve (exact, then relaxed when allowed) → decode
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ __all__ = [
     "resize",
     "resize_inputs",
     "set_default_solver",
+    "transaction",
 ]
 
 _DEFAULT = [SolverOptions()]
@@ -251,6 +253,60 @@ class _Structure:
             v.inputs[:] = inputs
             v.outputs[:] = outputs
         g._order = None
+
+
+class _Snapshot:
+    """Everything a sequence of mutations can change, for every vertex of the graph."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.vertex_items = list(graph._vertices.items())
+        self.outputs = list(graph._outputs)
+        self.counter = graph._counter
+        self.state = [
+            (v, list(v.inputs), list(v.outputs), v._nout, v.utility, v.groups)
+            for v in graph._vertices.values()
+        ]
+
+    def restore(self) -> None:
+        g = self.graph
+        g._vertices = dict(self.vertex_items)
+        g._outputs = self.outputs
+        g._counter = self.counter
+        for v, inputs, outputs, nout, utility, groups in self.state:
+            v.inputs[:] = inputs
+            v.outputs[:] = outputs
+            v._nout, v.utility, v.groups = nout, utility, groups
+        g._order = None
+
+
+@contextmanager
+def transaction(graph: Graph) -> Iterator[Graph]:
+    """Make several mutations one: if the block raises, the graph is restored exactly.
+
+    For adapters whose edit is a sequence of core mutations (a residual branch is an
+    ``insert_after``, two ``absorb`` and a ``connect``). Costs one pass over the graph.
+
+    Example:
+        >>> import mutnas as mn
+        >>> from mutnas.advanced import transaction
+        >>> g = mn.Graph()
+        >>> a = g.absorb(g.input(2, name="x"), nout=3, name="a")
+        >>> try:
+        ...     with transaction(g):
+        ...         _ = g.insert_after("a", "invariant", name="r")
+        ...         _ = g.absorb("r", nout=2, name="a")  # name taken: GraphError
+        ... except mn.GraphError:
+        ...     pass
+        >>> [v.name for v in g.vertices]
+        ['x', 'a']
+    """
+    snapshot = _Snapshot(graph)
+    try:
+        yield graph
+    except BaseException:
+        snapshot.restore()
+        raise
 
 
 def _resolve_structure(

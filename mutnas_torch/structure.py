@@ -13,6 +13,7 @@ import torch
 from torch import fx, nn
 
 import mutnas as mn
+from mutnas.advanced import transaction
 from mutnas_torch.analyze import Ref
 from mutnas_torch.bindings import Binding, ParamAxis
 from mutnas_torch.errors import MutnasTorchError
@@ -78,10 +79,11 @@ def _vertex_nodes(mm) -> set[str]:
     return {b.node for b in mm.bindings.values() if b.node}
 
 
-def _module_name(mm, base: str) -> str:
+def _module_name(mm, base: str, suffixes: tuple[str, ...] = ("",)) -> str:
+    """``base`` (or ``base_2``, ``base_3``...) such that every ``name + suffix`` is free."""
     base = base.replace(".", "_")
     name, k = base, 1
-    while hasattr(mm.module, name) or name in mm.graph:
+    while any(hasattr(mm.module, name + s) or name + s in mm.graph for s in suffixes):
         k += 1
         name = f"{base}_{k}"
     return name
@@ -215,14 +217,15 @@ def insert_residual(mm, after: str, *, hidden: int | None = None, activation: st
     second, _ = _identity_layer("auto", n, ref, ndim, 1)
     with torch.no_grad():
         second.weight.zero_()
-    base = _module_name(mm, f"{after}_residual")
+    base = _module_name(mm, f"{after}_residual", ("_in", "_act", "_out", "_add"))
     names = [f"{base}_in", f"{base}_act", f"{base}_out"]
     g = mm.graph
-    change = g.insert_after(ref.vertex, "add", name=_module_name(mm, f"{base}_add"))
-    add_vertex = change.added[0]
-    v_in = g.absorb(ref.vertex, nout=n, name=names[0])
-    v_out = g.absorb(v_in, nout=n, name=names[2])
-    change = change.merge(g.connect(v_out, add_vertex))
+    with transaction(g):  # four core edits, one mutation: all or nothing
+        change = g.insert_after(ref.vertex, "add", name=f"{base}_add")
+        add_vertex = change.added[0]
+        v_in = g.absorb(ref.vertex, nout=n, name=names[0])
+        v_out = g.absorb(v_in, nout=n, name=names[2])
+        change = change.merge(g.connect(v_out, add_vertex))
     change.added += [names[0], names[2]]
     graph = mm.module.graph
     for target, layer in zip(names, (first, ACTIVATIONS[activation](), second), strict=True):
@@ -264,6 +267,14 @@ def remove_layer(mm, name: str) -> mn.Change:
         raise MutnasTorchError(f"cannot remove {name!r}: its input is not a tensor")
     before, after = node_shape(source), node_shape(node)
     ref_in, ref_out = mm.refs.get(source.name), _ref(mm, node)
+    for ref, side in ((ref_in, "input"), (ref_out, "output")):
+        if isinstance(ref, Ref) and (ref.outer != 1 or ref.inner != 1):
+            raise MutnasTorchError(
+                f"cannot remove {name!r}: each of its {side} features is one of "
+                f"{ref.outer * ref.inner} per channel of {ref.vertex!r} (a flatten or reshape "
+                f"merged channels with other dims), so its consumers could not take the "
+                f"{side} as it is"
+            )
     if (
         before is None
         or len(before) != len(after)
