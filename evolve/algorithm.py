@@ -173,6 +173,7 @@ class GeneticAlgorithm:
         self._log = None
         self.seed_model = None
         if model is not None:
+            problem.check_model(model)
             self.seed_model = mutable(model, problem.example_input, growth=self.growth).eval()
         if self.run_dir is not None:
             self._open_run_dir(resume)

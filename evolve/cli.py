@@ -1,116 +1,856 @@
-"""The ``mutnas`` command: ``mutnas evolve`` searches, ``mutnas calibrate`` fits energy.
+"""The ``mutnas`` command: search, resume, report, retrain, export, calibrate.
 
-``mutnas evolve`` runs :func:`evolve.fit` on a built-in dataset (MNIST-1D by default, a
-few minutes on a laptop CPU) and prints the Pareto front; the run directory (default
-``runs/<dataset>-seed<seed>``) holds the checkpoints, the candidate log and the plots, and
-``--resume`` continues it.
+::
+
+    mutnas evolve                                 # MNIST-1D, a few minutes on a laptop CPU
+    mutnas evolve --dataset digits --objectives accuracy,energy --population 12
+    mutnas evolve --config search.toml            # the same options from a TOML file
+    mutnas resume runs/mnist1d-seed0 --generations 10
+    mutnas report runs/mnist1d-seed0 --test       # Pareto front table and plots
+    mutnas retrain runs/mnist1d-seed0 --model 17 --epochs 30 --width 2
+    mutnas export runs/mnist1d-seed0 --model 17 --format onnx
+    mutnas calibrate                              # fit the energy predictor to this device
+
+Every run directory holds ``config.json`` (the search, written by :func:`evolve.fit`) and
+``cli.json`` (the command's resolved options, with which ``resume``, ``report`` and
+``retrain`` reload the data). Errors are one line on standard error: exit status 2 for a
+bad command line, 1 for anything else that stops a command (missing or corrupt files, an
+unknown dataset, a model that does not fit the data).
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
+import json
 import logging
+import math
 import sys
+import tomllib
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, NoReturn, TextIO
 
-__all__ = ["evolve_main", "main"]
+__all__ = ["main"]
 
-_USAGE = """usage: mutnas <command> [options]
+_COMMANDS = {
+    "evolve": "search a Pareto front of trained models (default: MNIST-1D)",
+    "resume": "continue a run directory (optionally for more generations)",
+    "report": "print a run's Pareto front and redraw its plots",
+    "retrain": "train one model of a run further or from scratch, then test it",
+    "export": "write one model of a run as ONNX or as a mutnas model folder",
+    "calibrate": "fit the energy predictor to this device (mutnas calibrate --help)",
+}
 
-commands:
-  evolve     search a Pareto front of models on a built-in dataset (mutnas evolve --help)
-  calibrate  fit the energy predictor to this device (mutnas calibrate --help)
-"""
+_USAGE = "usage: mutnas <command> [options]   (mutnas <command> --help)\n\ncommands:\n" + "".join(
+    f"  {name:<10} {text}\n" for name, text in _COMMANDS.items()
+)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mutnas evolve", description="Evolve a Pareto front of trained models."
+class CommandError(Exception):
+    """A command cannot go on; the message is the one line the user sees."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Parser(argparse.ArgumentParser):
+    """``argparse`` that raises instead of printing usage and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CommandError(f"{message} (see {self.prog} --help)", status=2)
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            raise CommandError(message.strip(), status=status or 2)
+        raise _HelpShown
+
+
+class _HelpShown(Exception):
+    pass
+
+
+# ----------------------------------------------------------------------------- values
+def _number(kind: type, *, minimum: float, strict: bool) -> Callable[[Any], Any]:
+    word = "an integer" if kind is int else "a number"
+    bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+
+    def convert(text: Any) -> Any:
+        try:
+            value = kind(text)
+            if kind is int and isinstance(text, float) and not float(text).is_integer():
+                raise ValueError
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"expected {word} {bound}, got {text!r}") from None
+        if value < minimum or (strict and value == minimum) or not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected {word} {bound}, got {text!r}")
+        return value
+
+    convert.__name__ = f"{word} {bound}"
+    return convert
+
+
+_positive_int = _number(int, minimum=0, strict=True)
+_natural = _number(int, minimum=0, strict=False)
+_positive_float = _number(float, minimum=0, strict=True)
+
+
+def _objectives(text: Any) -> list[str]:
+    names = text if isinstance(text, list) else str(text).split(",")
+    names = [str(n).strip() for n in names if str(n).strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one objective, e.g. accuracy,flops")
+    return names
+
+
+# ----------------------------------------------------------------------------- evolve
+_EVOLVE_OPTIONS: dict[str, tuple[Callable[[Any], Any] | None, Any, str]] = {
+    # name: (type, default, help)
+    "dataset": (str, "mnist1d", "a built-in dataset (evolve.data.list_datasets())"),
+    "data_dir": (Path, None, "folder with the dataset's native files (cifar10, mnist...)"),
+    "limit": (_positive_int, None, "use at most this many training and test samples"),
+    "task": (str, None, "classification or regression (default: from the dataset)"),
+    "objectives": (
+        _objectives,
+        None,
+        "comma-separated: accuracy, r2, mse, flops, parameters, "
+        "latency, energy (default: accuracy or r2, and flops)",
+    ),
+    "population": (_positive_int, 8, "survivors per generation"),
+    "generations": (_positive_int, 6, "generations, the initial population's included"),
+    "minutes": (_positive_float, None, "stop after this wall time"),
+    "epochs": (_positive_float, 3.0, "training epochs per evaluation"),
+    "seed": (_natural, 0, "drives the data split, the models and the training"),
+    "device": (str, None, "cpu, cuda, cuda:1 (default: cuda if available)"),
+    "run_dir": (Path, None, "where to checkpoint (default: runs/<dataset>-seed<seed>)"),
+    "model": (
+        Path,
+        None,
+        "start from this model folder (mutnas_torch.save) instead of the built-in search space",
+    ),
+}
+_EVALUATOR_OPTIONS = ("evaluator", "workers", "per_gpu", "num_gpus", "ray_address", "timeout")
+
+
+def _add_flags(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
+    for name in names:
+        kind, default, text = _EVOLVE_OPTIONS[name]
+        flag = "--" + name.replace("_", "-")
+        suffix = "" if default is None else f" (default: {default})"
+        parser.add_argument(flag, type=kind, default=default, help=text + suffix)
+
+
+def _evolve_parser() -> _Parser:
+    from evolve.parallel import add_evaluator_arguments
+
+    parser = _Parser(
+        prog="mutnas evolve",
+        description="Evolve a Pareto front of trained models and save it with its plots.",
     )
-    parser.add_argument(
-        "--dataset", default="mnist1d", help="a name from evolve.data.list_datasets()"
-    )
-    parser.add_argument("--objectives", default="accuracy,flops", help="comma-separated names")
-    parser.add_argument("--population", type=int, default=8)
-    parser.add_argument("--generations", type=int, default=6)
-    parser.add_argument("--minutes", type=float, default=None, help="stop after this wall time")
-    parser.add_argument("--epochs", type=float, default=3.0, help="training per evaluation")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if any)")
-    parser.add_argument("--run-dir", type=Path, default=None)
-    parser.add_argument("--resume", action="store_true", help="continue the run directory")
-    parser.add_argument("--quiet", action="store_true", help="no per-generation log lines")
+    parser.add_argument("--config", type=Path, default=None, help="a TOML file of these options")
+    _add_flags(parser, list(_EVOLVE_OPTIONS))
+    add_evaluator_arguments(parser)
+    parser.add_argument("--quiet", action="store_true", help="no progress or log lines")
     return parser
 
 
-def evolve_main(argv: list[str] | None = None, *, stdout: TextIO | None = None) -> int:
-    """Command line of ``mutnas evolve``; returns the exit status.
-
-    Example:
-        >>> import io, tempfile
-        >>> out = io.StringIO()
-        >>> evolve_main(["--dataset", "digits", "--population", "2", "--generations", "1",
-        ...              "--epochs", "0.1", "--quiet", "--run-dir", tempfile.mkdtemp()], stdout=out)
-        0
-        >>> "Pareto front" in out.getvalue()
-        True
-    """
-    import evolve
-    from evolve.errors import EvolveError
-
-    stdout = stdout or sys.stdout
-    args = _parser().parse_args(argv)
-    if not args.quiet:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    run_dir = args.run_dir or Path("runs") / f"{args.dataset}-seed{args.seed}"
+def _toml_options(path: Path, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """Options from a TOML file (top level or an ``[evolve]`` table), checked like flags."""
     try:
-        if args.resume:
-            result = evolve.resume(run_dir, device=args.device)
-        else:
-            stop = evolve.TimeTermination(args.minutes * 60) if args.minutes else None
-            result = evolve.fit(
-                args.dataset,
-                objectives=[name.strip() for name in args.objectives.split(",")],
-                population=args.population,
-                generations=args.generations,
-                termination=stop,
-                training=evolve.TrainingConfig(epochs=args.epochs),
-                seed=args.seed,
-                device=args.device,
-                run_dir=run_dir,
-            )
-    except EvolveError as error:
-        stdout.write(f"mutnas evolve: {error}\n")
-        return 1
-    stdout.write(f"Pareto front after {result.n_generations} generations ({run_dir}):\n")
-    stdout.write(result.summary() + "\n")
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CommandError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise CommandError(f"cannot read config file {path}: {err}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise CommandError(f"config file {path} is not valid TOML: {err}") from None
+    data = data.get("evolve", data)
+    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config", "quiet")}
+    options = {}
+    for key, value in data.items():
+        dest = key.replace("-", "_")
+        if dest not in actions:
+            close = difflib.get_close_matches(dest, list(actions), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(actions)}"
+            raise CommandError(f"{path}: unknown option {key!r}{hint}")
+        action = actions[dest]
+        try:
+            if action.type is not None and value is not None:
+                value = action.type(value)
+        except (argparse.ArgumentTypeError, TypeError, ValueError) as err:
+            raise CommandError(f"{path}: {key}: {err}") from None
+        if action.choices is not None and value not in action.choices:
+            choices = ", ".join(map(str, action.choices))
+            raise CommandError(f"{path}: {key} must be one of {choices}, got {value!r}")
+        options[dest] = value
+    return options
+
+
+def _parse_evolve(argv: Sequence[str]) -> argparse.Namespace:
+    parser = _evolve_parser()
+    first = parser.parse_args(argv)
+    if first.config is not None:
+        parser.set_defaults(**_toml_options(first.config, parser))
+        return parser.parse_args(argv)
+    return first
+
+
+def _load_data(options: dict[str, Any]):
+    """The dataset a run's options name (``options`` as in ``cli.json``)."""
+    from evolve.data import load_dataset
+
+    kwargs: dict[str, Any] = {"seed": options["seed"]}
+    if options.get("data_dir") is not None:
+        kwargs["root"] = options["data_dir"]
+    if options.get("limit") is not None:
+        kwargs["limit"] = options["limit"]
+    return load_dataset(options["dataset"], **kwargs)
+
+
+def _jsonable(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in options.items()}
+
+
+def _evaluator(options: dict[str, Any]):
+    from evolve.parallel import evaluator_from_args
+
+    return evaluator_from_args(argparse.Namespace(**{k: options[k] for k in _EVALUATOR_OPTIONS}))
+
+
+def _configure_logging(quiet: bool) -> None:
+    if not quiet:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=False)
+
+
+def _evolve(argv: Sequence[str], out: TextIO) -> int:
+    import evolve
+    from mutnas_torch import io as model_io
+
+    args = _parse_evolve(argv)
+    options = {k: v for k, v in vars(args).items() if k not in ("config", "quiet")}
+    run_dir = args.run_dir or Path("runs") / f"{args.dataset}-seed{args.seed}"
+    options["run_dir"] = run_dir
+    _configure_logging(args.quiet)
+    if (run_dir / "state.json").exists():
+        raise CommandError(
+            f"{run_dir} already holds a run: continue it with 'mutnas resume {run_dir}', or "
+            f"pick another --run-dir"
+        )
+    splits = _load_data(options)
+    if args.task is not None and args.task != splits.task:
+        raise CommandError(
+            f"--task {args.task} does not match dataset {args.dataset!r}, a {splits.task} task"
+        )
+    model = None
+    if args.model is not None:
+        model = _read_model(args.model)
+    stop = evolve.TimeTermination(args.minutes * 60) if args.minutes else None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "cli.json").write_text(
+        json.dumps({"command": "evolve", **_jsonable(options)}, indent=1, sort_keys=True)
+    )
+    result = evolve.fit(
+        splits,
+        objectives=args.objectives,
+        population=args.population,
+        generations=args.generations,
+        termination=stop,
+        training=evolve.TrainingConfig(epochs=args.epochs),
+        seed=args.seed,
+        device=args.device,
+        run_dir=run_dir,
+        model=model,
+        evaluator=_evaluator(options),
+        progress=False if args.quiet else None,
+    )
+    del model_io
+    _print_front(result, run_dir, out)
     return 0
 
 
-def main(argv: list[str] | None = None, *, stdout: TextIO | None = None) -> int:
-    """Entry point of the ``mutnas`` command.
+def _read_model(path: Path):
+    from mutnas_torch import io as model_io
+
+    if not (path / "model.json").exists():
+        raise CommandError(
+            f"{path} is not a model folder (no model.json); write one with mutnas_torch.save"
+        )
+    return model_io.load(path)
+
+
+def _print_front(result, run_dir: Path, out: TextIO) -> None:
+    out.write(f"Pareto front after {result.n_generations} generations ({run_dir}):\n")
+    out.write(result.summary() + "\n")
+    plots = [p for p in ("pareto.png", "history.png") if (Path(run_dir) / p).exists()]
+    if plots:
+        out.write("plots: " + ", ".join(str(Path(run_dir) / p) for p in plots) + "\n")
+
+
+# ----------------------------------------------------------------------------- run dirs
+def _run_options(run_dir: Path) -> dict[str, Any]:
+    """A run directory's ``cli.json`` (or what ``config.json`` says, for runs of ``fit``)."""
+    from evolve import checkpoint
+
+    if not run_dir.is_dir():
+        raise CommandError(f"{run_dir} is not a directory")
+    if not (run_dir / "state.json").exists():
+        raise CommandError(
+            f"{run_dir} holds no search (no state.json); start one with mutnas evolve"
+        )
+    cli = run_dir / "cli.json"
+    if cli.exists():
+        options = checkpoint.read_json(cli)
+        if options.get("data_dir") is not None:
+            options["data_dir"] = Path(options["data_dir"])
+        return options
+    config = checkpoint.read_json(run_dir / "config.json")
+    if config["data"]["dataset"] is None:
+        raise CommandError(
+            f"the run in {run_dir} was started from Python with your own data: use "
+            f"evolve.resume(run_dir, train, valid) there"
+        )
+    return {"dataset": config["data"]["dataset"]["name"], "seed": config["seed"]}
+
+
+def _load_run(run_dir: Path):
+    """A :class:`~evolve.SearchResult` read from a run directory (models not loaded)."""
+    from evolve import checkpoint
+    from evolve.candidate import Candidate
+    from evolve.result import SearchResult
+
+    state = checkpoint.read_json(run_dir / "state.json")
+    config = checkpoint.read_json(run_dir / "config.json")
+    from evolve.components import build
+
+    objectives = [build(o) for o in config["objectives"]]
+    names = tuple(o.name for o in objectives)
+    records = []
+    log = run_dir / "candidates.jsonl"
+    if log.exists():
+        with open(log, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    try:
+                        records.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        break  # a line cut short by a crash; the rest is not trusted
+    pareto = [Candidate.from_record(r, None) for r in state["archive"]]
+    if objectives:  # best primary objective first, as SearchResult.pareto
+        sign = -1.0 if objectives[0].direction == "max" else 1.0
+        pareto.sort(key=lambda c: sign * c.scores.get(names[0], math.nan))
+    return SearchResult(
+        best=pareto[0] if pareto else None,
+        pareto=pareto,
+        history=state["history"],
+        candidates=records,
+        objectives=names,
+        run_dir=run_dir,
+        seed=config["seed"],
+    ), config
+
+
+def _model_folder(run_dir: Path, model_id: int, *, retrained: bool = False) -> Path:
+    base = run_dir / ("retrained" if retrained else "models")
+    folder = base / str(model_id)
+    if not (folder / "model.json").exists():
+        known = (
+            sorted((int(p.name) for p in base.glob("*") if p.name.isdigit()), key=int)
+            if base.exists()
+            else []
+        )
+        what = "retrained models" if retrained else "saved models"
+        raise CommandError(
+            f"no model {model_id} in {base} ({what}: {', '.join(map(str, known)) or 'none'})"
+        )
+    return folder
+
+
+# ----------------------------------------------------------------------------- resume
+def _resume(argv: Sequence[str], out: TextIO) -> int:
+    import evolve
+    from evolve.parallel import add_evaluator_arguments
+
+    parser = _Parser(prog="mutnas resume", description="Continue a run directory.")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument(
+        "--generations",
+        type=_positive_int,
+        default=None,
+        help="run until this many generations in all (default: as recorded)",
+    )
+    parser.add_argument(
+        "--minutes",
+        type=_positive_float,
+        default=None,
+        help="stop after this wall time (this session)",
+    )
+    parser.add_argument("--device", default=None)
+    add_evaluator_arguments(parser)
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    _configure_logging(args.quiet)
+    options = _run_options(args.run_dir)
+    stops = []
+    if args.generations is not None:
+        stops.append(evolve.MaxGenerationsTermination(args.generations))
+    if args.minutes is not None:
+        stops.append(evolve.TimeTermination(args.minutes * 60))
+    termination = (
+        None if not stops else stops[0] if len(stops) == 1 else (evolve.AnyTermination(stops))
+    )
+    splits = _load_data(options) if (args.run_dir / "cli.json").exists() else None
+    result = evolve.resume(
+        args.run_dir,
+        splits,
+        device=args.device,
+        termination=termination,
+        evaluator=_evaluator(vars(args)),
+        progress=False if args.quiet else None,
+    )
+    _print_front(result, args.run_dir, out)
+    return 0
+
+
+# ----------------------------------------------------------------------------- report
+def _report(argv: Sequence[str], out: TextIO) -> int:
+    from evolve.plots import save_plots
+
+    parser = _Parser(prog="mutnas report", description="A run's Pareto front and plots.")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument(
+        "--test",
+        action="store_true",
+        help="also score the front's models on the held-out test split",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also write the table as JSON")
+    args = parser.parse_args(argv)
+    options = _run_options(args.run_dir)
+    result, _ = _load_run(args.run_dir)
+    rows = []
+    splits = _load_data(options) if args.test else None
+    if args.test and splits.test is None:
+        raise CommandError(f"dataset {options['dataset']!r} has no test split")
+    for c in result.pareto:
+        row = {"id": c.id, "generation": c.generation, **c.scores}
+        if splits is not None:
+            model = _load_model(_model_folder(args.run_dir, c.id))
+            row.update({f"test_{k}": v for k, v in _test_scores(model, splits).items()})
+        rows.append(row)
+    columns = list(rows[0]) if rows else ["id"]
+    out.write(
+        f"Pareto front of {args.run_dir} ({result.n_generations} generations, "
+        f"{len(result.candidates)} candidates, seed {result.seed}):\n"
+    )
+    out.write(_table(columns, rows) + "\n")
+    for path in save_plots(result, args.run_dir):
+        out.write(f"plot: {path}\n")
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+def _table(columns: Sequence[str], rows: Sequence[dict]) -> str:
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.6g}"
+        return str(value)
+
+    widths = [max([len(c)] + [len(cell(r.get(c, ""))) for r in rows]) for c in columns]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True))]
+    for r in rows:
+        lines.append(
+            "  ".join(cell(r.get(c, "")).rjust(w) for c, w in zip(columns, widths, strict=True))
+        )
+    return "\n".join(lines)
+
+
+def _load_model(folder: Path):
+    from evolve import checkpoint
+
+    return checkpoint.load_model(folder)
+
+
+def _test_scores(model, splits, device=None) -> dict[str, float]:
+    """Test-split scores: accuracy for classification; R² and MSE for regression."""
+    import torch
+
+    from evolve.problem import _tensors
+    from evolve.training import predict
+
+    x, y = _tensors(splits.test, "test")
+    device = torch.device(device or "cpu")
+    model = model.to(device).eval()
+    with torch.no_grad():
+        outputs = predict(model, x.to(device)).cpu()
+    if splits.task == "classification":
+        return {"accuracy": float((outputs.argmax(1) == y).float().mean())}
+    y = y.reshape(outputs.shape).float()
+    mse = float(((outputs - y) ** 2).mean())
+    var = float(((y - y.mean(0)) ** 2).mean())
+    return {"r2": 1.0 - mse / var if var > 0 else float("nan"), "mse": mse}
+
+
+# ----------------------------------------------------------------------------- retrain
+def _retrain(argv: Sequence[str], out: TextIO) -> int:
+    import torch
+
+    from evolve import checkpoint
+    from evolve.candidate import candidate_seed
+    from evolve.config import Hyperparams
+
+    parser = _Parser(
+        prog="mutnas retrain",
+        description="Train a model of a run further (or from scratch, optionally wider or "
+        "deeper) on the training split, then score it on the held-out test split.",
+    )
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--model", type=_natural, required=True, help="candidate id (report)")
+    parser.add_argument("--epochs", type=_positive_float, default=10.0)
+    parser.add_argument("--scratch", action="store_true", help="re-initialise all weights")
+    parser.add_argument(
+        "--width",
+        type=_positive_float,
+        default=1.0,
+        help="multiply every hidden layer's width by this (e.g. 2)",
+    )
+    parser.add_argument(
+        "--depth",
+        type=_natural,
+        default=0,
+        help="insert this many identity-initialised layers (and activations)",
+    )
+    parser.add_argument("--lr", type=_positive_float, default=None, help="default: the model's")
+    parser.add_argument("--batch-size", type=_positive_int, default=None)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--seed", type=_natural, default=0)
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    options = _run_options(args.run_dir)
+    folder = _model_folder(args.run_dir, args.model)
+    record = _record(args.run_dir, args.model)
+    splits = _load_data(options)
+    if splits.test is None:
+        raise CommandError(f"dataset {options['dataset']!r} has no test split to score on")
+    mm = checkpoint.load_model(folder)
+    torch.manual_seed(candidate_seed(args.seed, args.model, 7))
+    changes = _scale(mm, args.width, args.depth)
+    if args.scratch:
+        for module in mm.module.modules():
+            if module is not mm.module and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+    hp = Hyperparams.from_dict(record["hparams"]) if record else Hyperparams()
+    hp = Hyperparams(
+        hp.optimizer, args.lr or hp.lr, args.batch_size or hp.batch_size, hp.weight_decay
+    )
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    seconds = _train(mm, splits, hp, args.epochs, device, seed=args.seed, quiet=args.quiet)
+    scores = _test_scores(mm, splits, device)
+    target = args.run_dir / "retrained" / str(args.model)
+    if target.exists():
+        import shutil
+
+        shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    mm = mm.cpu()
+    checkpoint.save_model(mm, target)
+    summary = {
+        "model": args.model,
+        "epochs": args.epochs,
+        "scratch": args.scratch,
+        "width": args.width,
+        "depth": args.depth,
+        "hparams": hp.to_dict(),
+        "n_parameters": mm.n_parameters(),
+        "seconds": round(seconds, 2),
+        "test": scores,
+        "changes": changes,
+    }
+    (target / "retrain.json").write_text(json.dumps(summary, indent=1))
+    what = "from scratch" if args.scratch else "further"
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
+    out.write(
+        f"model {args.model} trained {what} for {args.epochs:g} epochs "
+        f"({mm.n_parameters():,} parameters, {seconds:.1f} s): test {shown}\n"
+        f"saved to {target}\n"
+    )
+    return 0
+
+
+def _record(run_dir: Path, model_id: int) -> dict | None:
+    from evolve import checkpoint
+
+    state = checkpoint.read_json(run_dir / "state.json")
+    for r in state.get("archive", []) + state.get("population", []):
+        if r["id"] == model_id:
+            return r
+    log = run_dir / "candidates.jsonl"
+    if log.exists():
+        for line in log.read_text(encoding="utf-8").splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if r.get("id") == model_id:
+                return r
+    return None
+
+
+def _scale(mm, width: float, depth: int) -> list[str]:
+    """Widen every hidden layer by ``width`` and insert ``depth`` layers; what was done."""
+    from mutnas.advanced import frozen_vertices
+
+    done = []
+    frozen = frozen_vertices(mm.graph)
+    if width != 1.0:
+        hidden = [v for v in mm.layers("absorb") if v not in frozen]
+        deltas = {v: round(mm.graph[v].nout * (width - 1.0)) for v in hidden}
+        deltas = {v: d for v, d in deltas.items() if d != 0}
+        if deltas:
+            try:
+                mm.resize(deltas, relaxed=True)
+            except Exception as err:
+                raise CommandError(f"cannot scale the width by {width:g}: {err}") from None
+            done.append(
+                f"width x{width:g}: " + ", ".join(f"{v} {mm.graph[v].nout}" for v in deltas)
+            )
+    hidden = [v for v in mm.layers("absorb") if v not in frozen]
+    for i in range(depth):
+        if not hidden:
+            raise CommandError("the model has no hidden layer to deepen after")
+        after = hidden[-1 - (i % len(hidden))]
+        try:
+            mm.insert_layer(after, "auto", kernel_size=3, name=f"{after}_deeper{i}")
+        except Exception as err:
+            raise CommandError(f"cannot insert a layer after {after!r}: {err}") from None
+        done.append(f"inserted a layer after {after}")
+    return done
+
+
+def _train(mm, splits, hp, epochs: float, device, *, seed: int, quiet: bool) -> float:
+    import time
+
+    import torch
+    from torch.utils.data import DataLoader
+
+    from evolve.problem import _tensors
+
+    x, y = _tensors(splits.train, "train")
+    generator = torch.Generator().manual_seed(seed)
+    batch = min(hp.batch_size, len(x))
+    loader = DataLoader(
+        torch.utils.data.TensorDataset(x, y),
+        batch_size=batch,
+        shuffle=True,
+        generator=generator,
+        drop_last=len(x) > batch,
+    )
+    steps = max(1, math.ceil(epochs * len(loader)))
+    mm = mm.to(device).train()
+    optimizer = hp.make_optimizer(mm.parameters())
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=hp.lr, total_steps=steps, pct_start=0.25
+    )
+    classify = splits.task == "classification"
+    loss_fn = torch.nn.CrossEntropyLoss() if classify else torch.nn.MSELoss()
+    bar = None
+    if not quiet:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, desc="retrain", unit="step", leave=False)
+    start, step = time.perf_counter(), 0
+    while step < steps:
+        for xb, yb in loader:
+            xb, yb = xb.to(device), yb.to(device)
+            outputs = mm(xb)
+            if splits.task != "classification":
+                yb = yb.reshape(outputs.shape).float()
+            loss = loss_fn(outputs, yb)
+            if not torch.isfinite(loss):
+                raise CommandError(
+                    f"the loss became {loss.item()} at step {step}; try a smaller --lr"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            step += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            if step >= steps:
+                break
+    if bar is not None:
+        bar.close()
+    mm.eval()
+    return time.perf_counter() - start
+
+
+# ----------------------------------------------------------------------------- export
+def _export(argv: Sequence[str], out: TextIO) -> int:
+    parser = _Parser(
+        prog="mutnas export",
+        description="Write one model of a run as ONNX (checked against torch) or as a mutnas "
+        "model folder (safetensors + JSON, mutnas_torch.load).",
+    )
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--model", type=_natural, required=True)
+    parser.add_argument("--format", choices=("onnx", "torch"), default="onnx")
+    parser.add_argument("--retrained", action="store_true", help="the model from mutnas retrain")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="default: RUN_DIR/export/model<ID>.onnx or RUN_DIR/export/model<ID>",
+    )
+    args = parser.parse_args(argv)
+    config = _run_config(args.run_dir)
+    mm = _load_model(_model_folder(args.run_dir, args.model, retrained=args.retrained))
+    shape = tuple(config["data"]["input_shape"])
+    default = (
+        args.run_dir
+        / "export"
+        / (f"model{args.model}.onnx" if args.format == "onnx" else f"model{args.model}")
+    )
+    target = args.out or default
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if args.format == "torch":
+        from mutnas_torch import io as model_io
+
+        model_io.save(mm.to_module(), target)
+        out.write(f"wrote {target} (load it with mutnas_torch.load({str(target)!r}))\n")
+        return 0
+    diff, checked_by = export_onnx(mm.to_module(), shape, target)
+    out.write(f"wrote {target}; {checked_by}: max |onnx - torch| = {diff:.2e}\n")
+    return 0
+
+
+def _run_config(run_dir: Path) -> dict:
+    from evolve import checkpoint
+
+    if not (run_dir / "config.json").exists():
+        raise CommandError(f"{run_dir} holds no search (no config.json)")
+    return checkpoint.read_json(run_dir / "config.json")
+
+
+def export_onnx(module, input_shape: Sequence[int], path: Path, *, atol: float = 1e-4):
+    """Export ``module`` to ONNX with a dynamic batch axis and check it against torch.
+
+    Returns ``(max_abs_difference, checker)``: outputs compared with onnxruntime when it is
+    installed (``checker == "onnxruntime"``); otherwise the file is validated with
+    ``onnx.checker`` and the difference is ``nan``.
+
+    Raises:
+        CommandError: ``onnx`` is missing, the export fails, or the outputs differ.
+    """
+    import warnings
+
+    import torch
+
+    try:
+        import onnx
+    except ImportError:
+        raise CommandError(
+            "ONNX export needs the onnx package: pip install 'mutnas[onnx]'"
+        ) from None
+    module = module.cpu().eval()
+    x = torch.randn(3, *input_shape, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(
+                module,
+                (x,),
+                str(path),
+                input_names=["input"],
+                output_names=["output"],
+                dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+                dynamo=False,
+            )
+        except Exception as err:
+            raise CommandError(f"ONNX export failed: {type(err).__name__}: {err}") from None
+    onnx.checker.check_model(onnx.load(str(path)))
+    try:
+        import onnxruntime
+    except ImportError:
+        return float("nan"), "onnx.checker"
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"input": x.numpy()})
+    with torch.no_grad():
+        want = module(x)
+    diff = float((torch.from_numpy(got) - want).abs().max())
+    if not diff <= atol * max(1.0, float(want.abs().max())):
+        raise CommandError(f"the ONNX model's outputs differ from torch's by {diff:.3g}")
+    return diff, "onnxruntime"
+
+
+# ----------------------------------------------------------------------------- main
+_RUNNERS: dict[str, Callable[[Sequence[str], TextIO], int]] = {
+    "evolve": _evolve,
+    "resume": _resume,
+    "report": _report,
+    "retrain": _retrain,
+    "export": _export,
+}
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
+
+
+def main(
+    argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None
+) -> int:
+    """Entry point of the ``mutnas`` command; returns the exit status.
 
     Example:
         >>> import io
-        >>> out = io.StringIO()
-        >>> main(["frobnicate"], stdout=out), out.getvalue().splitlines()[0]
-        (2, "mutnas: unknown command 'frobnicate'")
+        >>> err = io.StringIO()
+        >>> main(["frobnicate"], stdout=io.StringIO(), stderr=err), err.getvalue().splitlines()[0]
+        (2, "mutnas: unknown command 'frobnicate' (commands: evolve, resume, report, retrain, export, calibrate)")
+        >>> main(["evolve", "--population", "-3"], stdout=io.StringIO(), stderr=err)
+        2
+        >>> err.getvalue().splitlines()[-1]
+        "mutnas evolve: argument --population: expected an integer > 0, got '-3' (see mutnas evolve --help)"
     """
-    stdout = stdout or sys.stdout
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
-        stdout.write(_USAGE)
+        out.write(_USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    if command == "evolve":
-        return evolve_main(rest, stdout=stdout)
     if command == "calibrate":
         from mutnas_torch.energy.cli import calibrate_main
 
-        return calibrate_main(rest, stdout=stdout)
-    stdout.write(f"mutnas: unknown command {command!r}\n{_USAGE}")
-    return 2
+        return calibrate_main(rest, stdout=out)
+    if command not in _RUNNERS:
+        close = difflib.get_close_matches(command, list(_COMMANDS), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"commands: {', '.join(_COMMANDS)}"
+        err.write(f"mutnas: unknown command {command!r} ({hint})\n")
+        return 2
+    return _run(command, rest, out, err)
+
+
+def _run(command: str, argv: Sequence[str], out: TextIO, err: TextIO) -> int:
+    from evolve.errors import EvolveError
+    from mutnas.errors import MutnasError
+
+    prefix = f"mutnas {command}"
+    try:
+        return _RUNNERS[command](argv, out)
+    except _HelpShown:
+        return 0
+    except CommandError as error:
+        err.write(f"{prefix}: {_one_line(error)}\n")
+        return error.status
+    except (EvolveError, MutnasError, OSError) as error:
+        err.write(f"{prefix}: {_one_line(error)}\n")
+        return 1
+    except KeyboardInterrupt:
+        err.write(f"{prefix}: interrupted; continue with mutnas resume RUN_DIR\n")
+        return 130
 
 
 if __name__ == "__main__":

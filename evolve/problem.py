@@ -50,6 +50,12 @@ def _tensors(dataset: Dataset, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     return x.float().contiguous(), y.contiguous()
 
 
+def _device_of(model: torch.nn.Module) -> torch.device:
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
 class Problem:
     """What a search trains and scores on.
 
@@ -110,6 +116,39 @@ class Problem:
             digest.update(str((tuple(t.shape), str(t.dtype))).encode())
             digest.update(t.numpy().tobytes())
         return digest.hexdigest()
+
+    def check_model(self, model: torch.nn.Module) -> None:
+        """Raise :class:`ConfigError` unless ``model`` maps the data's inputs to its outputs.
+
+        Example:
+            >>> import torch
+            >>> from evolve.data import as_splits
+            >>> data = as_splits((torch.randn(20, 6), torch.arange(20) % 2))
+            >>> p = Problem(data, ObjectiveSet(["accuracy"]), TrainingConfig(), device="cpu")
+            >>> p.check_model(torch.nn.Linear(5, 2))
+            Traceback (most recent call last):
+            ...
+            evolve.errors.ConfigError: the model does not accept this data's inputs of shape (6,) (a batch of (1, 6)): RuntimeError: mat1 and mat2 shapes cannot be multiplied (1x6 and 5x2)
+        """
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                outputs = model(self.example_input.to(_device_of(model)))
+        except Exception as err:
+            raise ConfigError(
+                f"the model does not accept this data's inputs of shape {self.input_shape} "
+                f"(a batch of {tuple(self.example_input.shape)}): {type(err).__name__}: "
+                + " ".join(str(err).split())
+            ) from None
+        finally:
+            model.train(was_training)
+        if not isinstance(outputs, torch.Tensor) or tuple(outputs.shape) != (1, self.n_outputs):
+            got = tuple(outputs.shape) if isinstance(outputs, torch.Tensor) else type(outputs)
+            raise ConfigError(
+                f"the model's output for a batch of 1 is {got}, but this {self.task} data needs "
+                f"(1, {self.n_outputs}): give the model's last layer {self.n_outputs} outputs"
+            )
 
     def data(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x, y)`` of ``"train"`` or ``"valid"`` on the problem's device (moved once)."""
