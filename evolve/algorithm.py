@@ -246,10 +246,9 @@ class GeneticAlgorithm:
                 break
             child = make(len(batch))
             child.generation = self.generation
-            if child.status == "failed":
+            if child.status == "failed":  # logged when its generation is told
                 self._assign(child)
                 self._refused.append(child)
-                self.finish(child)
                 continue
             fingerprint = child.fingerprint()
             if fingerprint in seen:
@@ -286,7 +285,7 @@ class GeneticAlgorithm:
     def tell(self, batch: Sequence[Candidate]) -> None:
         """Take back the evaluated batch: survival, archive, history, checkpoint."""
         objs = self.problem.objectives
-        for c in batch:
+        for c in [*batch, *self._refused]:
             if c.status == "pending":
                 c.fail("not evaluated (tell() received it pending)")
             self.finish(c)
