@@ -300,35 +300,61 @@ class Partition:
 
     # ------------------------------------------------------------ checks
     def _cut_at(self, seq: list[Entry], width: int) -> bool:
-        position = 0
+        """Cut ``seq``'s pieces at every multiple of ``width``; True if anything was cut.
+
+        All boundaries are cut in one walk (a grouped vertex has one per group). A walk
+        stops early at a piece whose class it already cut (the sequence holds that class
+        twice and is stale): the caller recomputes the sequences and walks again.
+        """
+        position, cut = 0, False
+        touched: set[Key] = set()
         for key in seq:
             if is_extra(key):
                 continue
-            n = self.piece_length(key)
-            boundary = (position // width + 1) * width
-            if position < boundary < position + n:
-                self._split(key, boundary - position)
+            root = self.find(key)
+            if root in touched:
                 return True
+            n = self.length[root]
+            boundary = (position // width + 1) * width
+            while position < boundary < position + n:
+                offset = boundary - position
+                self._split(key, offset)
+                touched.add(self.find(key))
+                key, position, n = (key[0], key[1] + offset), boundary, n - offset
+                touched.add(self.find(key))
+                boundary += width
+                cut = True
             position += n
-        return False
+        return cut
 
     def _cut_groups(self) -> bool:
-        """Cut grouped vertices' inputs and outputs at group boundaries; record blocks."""
+        """Cut grouped vertices' inputs and outputs at group boundaries; record blocks.
+
+        Cuts refine classes in every member, so alignments made so far stay valid and only
+        the sequences need recomputing between vertices. Returns True if anything was cut
+        (the caller aligns once more); blocks are recorded on a pass without cuts.
+        """
         self.groups = []
+        changed = False
         for v in self.order:
             if not v.is_grouped:
                 continue
-            seq_in, seq_out = self.seqs[v.inputs[0].name], self.seqs[v.name]
-            n_in, n_out = self.seq_length(seq_in), self.seq_length(seq_out)
-            if n_in % v.groups or n_out % v.groups:
-                raise SizeError(
-                    f"grouped vertex {v.name!r} (groups={v.groups}) would get {n_in} input "
-                    f"channels, which its groups do not divide",
-                    [v.name, v.inputs[0].name],
-                )
-            w_in, w_out = n_in // v.groups, n_out // v.groups
-            if self._cut_at(seq_in, w_in) or self._cut_at(seq_out, w_out):
-                return True
+            while True:
+                seq_in, seq_out = self.seqs[v.inputs[0].name], self.seqs[v.name]
+                n_in, n_out = self.seq_length(seq_in), self.seq_length(seq_out)
+                if n_in % v.groups or n_out % v.groups:
+                    raise SizeError(
+                        f"grouped vertex {v.name!r} (groups={v.groups}) would get {n_in} input "
+                        f"channels, which its groups do not divide",
+                        [v.name, v.inputs[0].name],
+                    )
+                w_in, w_out = n_in // v.groups, n_out // v.groups
+                if not (self._cut_at(seq_in, w_in) or self._cut_at(seq_out, w_out)):
+                    break
+                changed = True
+                self._compute_seqs()
+            if changed:
+                continue
             pieces_in = [k for k in seq_in if not is_extra(k)]
             pieces_out = [k for k in seq_out if not is_extra(k)]
             blocks = GroupBlocks(
@@ -343,7 +369,7 @@ class Partition:
                 blocks.interior.extend(pieces[:-1])
             blocks.interior.extend(k for k in seq_in + seq_out if is_extra(k))
             self.groups.append(blocks)
-        return False
+        return changed
 
     def _check_inputs_present(self) -> None:
         for v in self.order:

@@ -2,9 +2,14 @@
 
 A component with one class of slots is a one-dimensional problem: for every candidate
 total ``S = k + g`` the best ``k`` is a clamp of the unconstrained optimum (the utility
-curve is concave), so a vectorised scan over ``S`` is exact. Everything else goes into
-one MILP per call: components are independent, so putting them side by side in one model
-costs one solver start instead of many.
+curve is concave), so a vectorised scan over ``S`` is exact. A component that is one
+grouped vertex (a grouped convolution between two dense layers) is two-dimensional:
+whole blocks are kept or dropped and new blocks are appended, so when every block weighs
+the same in every size, the sizes depend only on the number of kept blocks ``B`` and of
+new blocks ``h``, the best blocks for a given ``B`` are the ``B`` most useful ones, and a
+scan over ``(B, h)`` is exact. Everything else goes into one MILP per call: components
+are independent, so putting them side by side in one model costs one solver start
+instead of many.
 """
 
 from __future__ import annotations
@@ -74,12 +79,16 @@ def solve(problem: SizeProblem, options: SolverOptions) -> Solution:
     hard = []
     for comp in problem.components:
         simple = len(comp.classes) == 1 and not comp.groups and not comp.extras
+        blocks = _GroupedForm.of(problem, comp) if options.closed_form and not simple else None
         if options.closed_form and simple:
             c = comp.classes[0]
             result = _solve_single(problem, comp, options.weights)
             if result is None:
                 raise _infeasible(problem, comp)
             keep[c], new[c] = result
+        elif blocks is not None:
+            if not blocks.solve(problem, comp, options.weights, keep, new):
+                raise _infeasible(problem, comp)
         else:
             hard.append(comp)
     solution = Solution(keep, new, np.zeros(len(problem.extras), dtype=np.int64))
@@ -148,6 +157,114 @@ def _growth_room(comp: Component, c: int, length: int) -> int:
         need = max(need, -(-target // term.coef[c]), -(-(term.n_old + 1) // term.coef[c]))
     step = max([m for _, m in comp.multiples] + [1])
     return need - length + step
+
+
+@dataclass
+class _GroupedForm:
+    """A component that is one grouped vertex whose blocks all weigh the same in each size.
+
+    ``size(term) = a[term] * B + e[term] * h`` for ``B`` kept blocks and ``h`` new ones.
+    """
+
+    blocks: list[list[int]]  # classes per block
+    value: np.ndarray  # utility of each block when kept
+    forced: np.ndarray  # blocks that must be kept (a class with kept slots pinned)
+    grow: list[tuple[int, int]]  # (class, width): new slots per new block (empty: no growth)
+    a: dict[int, int]  # by id(term)
+    e: dict[int, int]
+
+    @classmethod
+    def of(cls, problem: SizeProblem, comp: Component) -> _GroupedForm | None:
+        if len(comp.groups) != 1:
+            return None
+        _vertex, w_in, w_out, blocks, _interior, xinterior, last_in, last_out = comp.groups[0]
+        members = [c for block in blocks for c in block]
+        if len(set(members)) != len(members) or set(members) != set(comp.classes):
+            return None
+        if not set(comp.extras) <= set(xinterior):
+            return None  # new slots outside the blocks
+        infos = problem.classes
+        can_grow = infos[last_in].g_max != 0 and infos[last_out].g_max != 0
+        grow = [(last_in, w_in), (last_out, w_out)] if can_grow else []
+        a, e = {}, {}
+        for term in _terms(comp):
+            weights = {sum(term.coef.get(c, 0) * infos[c].length for c in b) for b in blocks}
+            if len(weights) != 1:
+                return None  # which blocks are kept would matter to this size
+            a[id(term)] = weights.pop()
+            e[id(term)] = sum(term.coef.get(c, 0) * width for c, width in grow)
+        value = np.array([sum(float(infos[c].utility.sum()) for c in b) for b in blocks])
+        forced = np.array([any(infos[c].k_min > 0 for c in b) for b in blocks], dtype=bool)
+        return cls(blocks, value, forced, grow, a, e)
+
+    def solve(
+        self, problem: SizeProblem, comp: Component, w: Weights, keep: np.ndarray, new: np.ndarray
+    ) -> bool:
+        """Write the best ``keep``/``new`` for the component's classes; False if infeasible."""
+        n_forced = int(self.forced.sum())
+        order = np.flatnonzero(~self.forced)[np.argsort(-self.value[~self.forced], kind="stable")]
+        gains = np.concatenate([[self.value[self.forced].sum()], self.value[order]])
+        b = np.arange(n_forced, len(self.blocks) + 1)[:, None]  # kept blocks
+        h = np.arange(0, self._growth_room(comp) + 1)[None, :]  # new blocks
+        value = np.cumsum(gains)[b - n_forced] - w.new_slot * h * sum(wd for _, wd in self.grow)
+        feasible = np.ones(value.shape, dtype=bool)
+
+        def size(term: SizeTerm) -> np.ndarray:
+            return self.a[id(term)] * b + self.e[id(term)] * h
+
+        for term, lo, hi in comp.bounds:
+            feasible &= size(term) >= lo
+            if hi is not None:
+                feasible &= size(term) <= hi
+        for term, m in comp.multiples:
+            feasible &= size(term) % m == 0
+        for term, target in comp.targets:
+            feasible &= size(term) == target
+        for left, right in comp.equalities:
+            feasible &= size(left) == size(right)
+        for term, target in comp.relaxed:
+            value = value - w.relaxed * np.abs(size(term) - target) / term.n_old
+            if target > term.n_old:
+                feasible &= size(term) > term.n_old
+            elif target < term.n_old:
+                feasible &= size(term) < term.n_old
+        if comp.penalties:
+            change = np.stack([np.abs(size(t) - t.n_old) / t.n_old for t in comp.penalties])
+            value = value - w.change_l1 * change.sum(axis=0) - w.change_max * change.max(axis=0)
+        if not feasible.any():
+            return False
+        flat = np.flatnonzero(feasible.ravel())
+        best = int(flat[np.argmax(value.ravel()[flat])])
+        n_kept, n_new = divmod(best, value.shape[1])
+        kept = set(np.flatnonzero(self.forced).tolist()) | set(order[:n_kept].tolist())
+        for j, block in enumerate(self.blocks):
+            for c in block:
+                keep[c] = problem.classes[c].length if j in kept else 0
+                new[c] = 0
+        for c, width in self.grow:
+            new[c] = width * n_new
+        return True
+
+    def _growth_room(self, comp: Component) -> int:
+        """How many new blocks could matter: enough to reach every bound and target."""
+        if not self.grow:
+            return 0
+        need = 0
+        for term, lo, _ in comp.bounds:
+            need = max(need, self._blocks_for(term, lo))
+        for term, target in comp.targets + comp.relaxed:
+            need = max(need, self._blocks_for(term, max(target, term.n_old + 1)))
+        step = max([m for _, m in comp.multiples] + [1])
+        return need + step
+
+    def _blocks_for(self, term: SizeTerm, size: int) -> int:
+        e = self.e[id(term)]
+        return -(-size // e) if e > 0 else 0
+
+
+def _terms(comp: Component) -> list[SizeTerm]:
+    terms = [t for t, *_ in comp.bounds + comp.multiples + comp.targets + comp.relaxed]
+    return terms + comp.penalties + [t for pair in comp.equalities for t in pair]
 
 
 # ---------------------------------------------------------------- MILP
