@@ -16,7 +16,7 @@ from evolve.config import Hyperparams, TrainingConfig
 from evolve.data import as_splits, load_dataset
 from evolve.defaults import default_crossovers, default_mutation, default_objectives
 from evolve.errors import ConfigError
-from evolve.evaluator import Evaluator
+from evolve.evaluator import Evaluator, SerialEvaluator
 from evolve.objectives import Objective, ObjectiveSet
 from evolve.operators import Crossover, Mutation
 from evolve.problem import Problem
@@ -70,7 +70,8 @@ def fit(
     survival: Selection | None = None,
     termination: Termination | None = None,
     n_offspring: int | None = None,
-    evaluator: Evaluator | None = None,
+    evaluator: Evaluator | str | None = None,
+    asynchronous: bool = False,
     callbacks: Sequence[Callback] = (),
     progress: bool | None = None,
     valid_fraction: float = 0.1,
@@ -101,7 +102,17 @@ def fit(
         termination, n_offspring, growth: see :class:`~evolve.GeneticAlgorithm`,
             :class:`~evolve.TrainingConfig`; ``termination`` ends the run early (the
             ``generations`` limit still holds).
-        evaluator: default :class:`~evolve.SerialEvaluator`.
+        evaluator: where candidates train: ``"serial"`` (default, in this process),
+            ``"processes"`` (local worker processes: one per core, or k per GPU),
+            ``"ray"`` (Ray actors, local or on a cluster), or an
+            :class:`~evolve.Evaluator` such as
+            :func:`evolve.parallel.make_evaluator`'s (to set workers, GPUs, time-outs). A
+            backend named here is shut down when the search ends; one passed as an object
+            is left running for the caller to reuse.
+        asynchronous: no generation barrier: a child is bred as soon as a worker is free
+            (:func:`evolve.parallel.run_async`; with ``n_offspring=1`` and
+            :class:`~evolve.AgingSelection` survival, regularized evolution). Needs a
+            parallel evaluator and ``cull_fraction=0``; not reproducible from the seed.
         callbacks: :class:`~evolve.callbacks.Callback` objects.
         progress: tqdm bars; ``None`` shows them on a terminal only.
 
@@ -142,26 +153,59 @@ def fit(
         termination=stop if termination is None else AnyTermination([stop, termination]),
         growth=growth,
     )
-    algorithm.setup(
-        problem,
-        seed=seed,
-        run_dir=run_dir,
-        model=model,
-        evaluator=evaluator,
-        callbacks=callbacks,
-        progress=progress,
-    )
-    if run_dir is not None:
-        checkpoint.write_json(
-            Path(run_dir) / "config.json",
-            _config(algorithm, problem, seed, dataset, valid_fraction),
+    backend, owned = _evaluator(evaluator)
+    try:
+        algorithm.setup(
+            problem,
+            seed=seed,
+            run_dir=run_dir,
+            model=model,
+            evaluator=backend,
+            callbacks=callbacks,
+            progress=progress,
         )
-    return algorithm.run()
+        if run_dir is not None:
+            checkpoint.write_json(
+                Path(run_dir) / "config.json",
+                _config(algorithm, problem, seed, dataset, valid_fraction),
+            )
+        return _run(algorithm, asynchronous)
+    finally:
+        if owned:
+            backend.shutdown()
 
 
 _FIT_KEYWORDS = [
     p.name for p in inspect.signature(fit).parameters.values() if p.kind is p.KEYWORD_ONLY
 ]
+
+
+def _evaluator(evaluator) -> tuple[Evaluator, bool]:
+    """The evaluator to use, and whether the search owns it (made here from a name)."""
+    if evaluator is None or isinstance(evaluator, Evaluator):
+        return evaluator or SerialEvaluator(), False
+    if not isinstance(evaluator, str):
+        raise ConfigError(
+            f"evaluator must be 'serial', 'processes', 'ray' or an Evaluator, "
+            f"not {type(evaluator).__name__}"
+        )
+    from evolve.parallel import make_evaluator
+
+    backend = make_evaluator(evaluator)
+    return backend, hasattr(backend, "shutdown")
+
+
+def _run(algorithm: GeneticAlgorithm, asynchronous: bool) -> SearchResult:
+    if not asynchronous:
+        return algorithm.run()
+    from evolve.parallel import ParallelEvaluator, run_async
+
+    if not isinstance(algorithm.evaluator, ParallelEvaluator):
+        raise ConfigError(
+            "asynchronous=True needs a parallel evaluator (evaluator='processes' or 'ray'); "
+            f"{algorithm.evaluator!r} trains one candidate at a time"
+        )
+    return run_async(algorithm)
 
 
 def _check_generations(generations) -> None:
@@ -198,7 +242,8 @@ def resume(
     valid=None,
     *,
     callbacks: Sequence[Callback] = (),
-    evaluator: Evaluator | None = None,
+    evaluator: Evaluator | str | None = None,
+    asynchronous: bool = False,
     progress: bool | None = None,
     device: str | None = None,
     termination: Termination | None = None,
@@ -210,7 +255,8 @@ def resume(
         run_dir: a run directory written by :func:`fit`.
         train, valid: the data again, unless the run used a dataset name (checked
             against the recorded fingerprint).
-        callbacks, evaluator, progress: as in :func:`fit` (not stored in the run).
+        callbacks, evaluator, asynchronous, progress: as in :func:`fit` (not stored in
+            the run; any evaluator continues any run).
         device: default the recorded one.
         termination: replaces the recorded one (to extend a finished run).
         extra: your own component classes named in the run's config.
@@ -258,13 +304,18 @@ def resume(
     algorithm = build(config["algorithm"], extra=extra)
     if termination is not None:
         algorithm.termination = termination
-    algorithm.setup(
-        problem,
-        seed=seed,
-        run_dir=run_dir,
-        evaluator=evaluator,
-        callbacks=callbacks,
-        progress=progress,
-        resume=True,
-    )
-    return algorithm.run()
+    backend, owned = _evaluator(evaluator)
+    try:
+        algorithm.setup(
+            problem,
+            seed=seed,
+            run_dir=run_dir,
+            evaluator=backend,
+            callbacks=callbacks,
+            progress=progress,
+            resume=True,
+        )
+        return _run(algorithm, asynchronous)
+    finally:
+        if owned:
+            backend.shutdown()

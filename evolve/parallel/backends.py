@@ -56,8 +56,11 @@ def make_evaluator(evaluator: str | Evaluator | None = "serial", **options: Any)
 
 
 def add_evaluator_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--evaluator``, ``--workers``, ``--per-gpu``, ``--ray-address`` and
-    ``--timeout`` to a command's parser.
+    """Add ``--evaluator``, ``--workers``, ``--per-gpu``, ``--num-gpus``,
+    ``--ray-address``, ``--timeout`` and ``--async`` to a command's parser.
+
+    :func:`evaluator_from_args` turns them into an evaluator; pass ``args.asynchronous``
+    to :func:`evolve.fit` (``asynchronous=``) yourself.
 
     Example:
         >>> parser = argparse.ArgumentParser()
@@ -101,10 +104,21 @@ def add_evaluator_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="seconds one candidate may train before it fails",
     )
+    group.add_argument(
+        "--async",
+        dest="asynchronous",
+        action="store_true",
+        help="breed a child as soon as a worker is free (fit(asynchronous=True))",
+    )
 
 
 def evaluator_from_args(args: argparse.Namespace) -> Evaluator:
-    """The evaluator :func:`add_evaluator_arguments`' options ask for."""
+    """The evaluator :func:`add_evaluator_arguments`' options ask for (it reads
+    ``evaluator``, ``workers``, ``per_gpu``, ``num_gpus``, ``ray_address``, ``timeout``).
+
+    The caller owns a parallel evaluator: call its ``shutdown()`` when the search ends
+    (or use it as a context manager); otherwise its workers stop when the program ends.
+    """
     if args.evaluator == "serial":
         return SerialEvaluator()
     options: dict[str, Any] = {"n_workers": args.workers}
