@@ -53,20 +53,27 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _free_gpu_bytes(index: int) -> int:
-    """Free memory of GPU ``index`` (NVML when available: no CUDA context needed)."""
+def _free_gpu_bytes(gpu: str) -> int:
+    """Free memory of GPU ``gpu`` (an index or UUID as in ``CUDA_VISIBLE_DEVICES``): NVML
+    when available (no CUDA context needed; it numbers GPUs physically, ignoring
+    ``CUDA_VISIBLE_DEVICES``), else torch (which numbers the visible ones)."""
     try:
         import pynvml
 
         pynvml.nvmlInit()
         try:
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            if gpu.startswith("GPU-"):
+                handle = pynvml.nvmlDeviceGetHandleByUUID(gpu)
+            else:
+                handle = pynvml.nvmlDeviceGetHandleByIndex(int(gpu))
             return int(pynvml.nvmlDeviceGetMemoryInfo(handle).free)
         finally:
             pynvml.nvmlShutdown()
     except Exception:
         import torch
 
+        visible = _visible_gpus()
+        index = visible.index(gpu) if gpu in visible else int(gpu)
         return int(torch.cuda.mem_get_info(index)[0])
 
 
@@ -109,10 +116,10 @@ def plan_workers(
     if not ids:
         raise ConfigError("device is cuda but no GPU is visible; use device='cpu'")
     plan = []
-    for position, gpu in enumerate(ids):
+    for gpu in ids:
         k = per_gpu
         if k == "auto":
-            fits = _free_gpu_bytes(position) * 0.9 // (WORKER_GPU_BYTES + 2 * data_bytes)
+            fits = _free_gpu_bytes(gpu) * 0.9 // (WORKER_GPU_BYTES + 2 * data_bytes)
             k = int(max(1, min(fits, available_cpus() // len(ids), MAX_PER_GPU)))
         if not isinstance(k, int) or k < 1:
             raise ConfigError(f"per_gpu must be a positive integer or 'auto', got {per_gpu!r}")

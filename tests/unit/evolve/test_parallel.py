@@ -66,6 +66,7 @@ def test_command_line_options_make_each_backend():
     assert (ray.n_workers, ray.num_gpus, ray.timeout_s, ray.address) == (4, 0.25, 60.0, None)
     address = evaluator_from_args(_args("--evaluator", "ray", "--ray-address", "auto"))
     assert address.address == "auto"
+    assert _args("--async").asynchronous and not _args().asynchronous
 
 
 def test_fit_refuses_a_bad_evaluator_and_async_without_workers(signal_splits):
@@ -96,7 +97,7 @@ def test_cpu_workers_see_no_gpu(monkeypatch):
 
 def test_gpu_workers_are_pinned_and_packed_by_free_memory(monkeypatch):
     monkeypatch.setattr(processes_module, "available_cpus", lambda: 64)
-    free = {0: 80 * 2**30, 1: 4 * 2**30}
+    free = {"2": 80 * 2**30, "3": 4 * 2**30}
     monkeypatch.setattr(processes_module, "_free_gpu_bytes", free.__getitem__)
     plan = plan_workers("cuda", gpus=[2, 3])
     gpus = [w["env"]["CUDA_VISIBLE_DEVICES"] for w in plan]
