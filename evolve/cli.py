@@ -2,7 +2,7 @@
 
 ::
 
-    mutnas evolve                                 # MNIST-1D, a few minutes on a laptop CPU
+    mutnas evolve                                 # MNIST-1D, about 5 minutes on a laptop CPU
     mutnas evolve --dataset digits --objectives accuracy,energy --population 12
     mutnas evolve --config search.toml            # the same options from a TOML file
     mutnas resume runs/mnist1d-seed0 --generations 10
@@ -119,7 +119,7 @@ _EVOLVE_OPTIONS: dict[str, tuple[Callable[[Any], Any] | None, Any, str]] = {
     ),
     "population": (_positive_int, 8, "survivors per generation"),
     "generations": (_positive_int, 6, "generations, the initial population's included"),
-    "minutes": (_positive_float, None, "stop after this wall time"),
+    "minutes": (_positive_float, 5.0, "stop after the generation that passes this wall time"),
     "epochs": (_positive_float, 3.0, "training epochs per evaluation"),
     "seed": (_natural, 0, "drives the data split, the models and the training"),
     "device": (str, None, "cpu, cuda, cuda:1 (default: cuda if available)"),
@@ -720,7 +720,12 @@ def _export(argv: Sequence[str], out: TextIO) -> int:
         model_io.save(mm.to_module(), target)
         out.write(f"wrote {target} (load it with mutnas_torch.load({str(target)!r}))\n")
         return 0
-    diff, checked_by = export_onnx(mm.to_module(), shape, target)
+    from evolve.export import ExportError, export_onnx
+
+    try:
+        diff, checked_by = export_onnx(mm.to_module(), shape, target)
+    except ExportError as err:
+        raise CommandError(str(err)) from None
     out.write(f"wrote {target}; {checked_by}: max |onnx - torch| = {diff:.2e}\n")
     return 0
 
@@ -731,57 +736,6 @@ def _run_config(run_dir: Path) -> dict:
     if not (run_dir / "config.json").exists():
         raise CommandError(f"{run_dir} holds no search (no config.json)")
     return checkpoint.read_json(run_dir / "config.json")
-
-
-def export_onnx(module, input_shape: Sequence[int], path: Path, *, atol: float = 1e-4):
-    """Export ``module`` to ONNX with a dynamic batch axis and check it against torch.
-
-    Returns ``(max_abs_difference, checker)``: outputs compared with onnxruntime when it is
-    installed (``checker == "onnxruntime"``); otherwise the file is validated with
-    ``onnx.checker`` and the difference is ``nan``.
-
-    Raises:
-        CommandError: ``onnx`` is missing, the export fails, or the outputs differ.
-    """
-    import warnings
-
-    import torch
-
-    try:
-        import onnx
-    except ImportError:
-        raise CommandError(
-            "ONNX export needs the onnx package: pip install 'mutnas[onnx]'"
-        ) from None
-    module = module.cpu().eval()
-    x = torch.randn(3, *input_shape, generator=torch.Generator().manual_seed(0))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            torch.onnx.export(
-                module,
-                (x,),
-                str(path),
-                input_names=["input"],
-                output_names=["output"],
-                dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
-                dynamo=False,
-            )
-        except Exception as err:
-            raise CommandError(f"ONNX export failed: {type(err).__name__}: {err}") from None
-    onnx.checker.check_model(onnx.load(str(path)))
-    try:
-        import onnxruntime
-    except ImportError:
-        return float("nan"), "onnx.checker"
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {"input": x.numpy()})
-    with torch.no_grad():
-        want = module(x)
-    diff = float((torch.from_numpy(got) - want).abs().max())
-    if not diff <= atol * max(1.0, float(want.abs().max())):
-        raise CommandError(f"the ONNX model's outputs differ from torch's by {diff:.3g}")
-    return diff, "onnxruntime"
 
 
 # ----------------------------------------------------------------------------- main
