@@ -160,7 +160,8 @@ class ParallelEvaluator(Evaluator):
         #: faults seen: ``{"candidate_id", "event": "retry" | "failed" | "timeout", "reason"}``
         self.faults: list[dict] = []
         #: per job: ``wall_s`` from dispatch to weights loaded here, ``worker_s`` in the
-        #: worker; the difference is the scheduling overhead (model file, messages)
+        #: worker (the difference is the scheduling overhead: model file, messages) and
+        #: ``worker_cpu_s``, the worker's CPU time (less than ``worker_s``: it waited)
         self.timings: list[dict] = []
 
     # ------------------------------------------------------------ backend hooks
@@ -402,7 +403,14 @@ class ParallelEvaluator(Evaluator):
             safetensors.torch.load_model(task.candidate.model.module, answer["weights"])
             Path(answer["weights"]).unlink(missing_ok=True)
         wall = time.perf_counter() - task.started
-        self.timings.append({"candidate_id": cid, "wall_s": wall, "worker_s": answer["worker_s"]})
+        self.timings.append(
+            {
+                "candidate_id": cid,
+                "wall_s": wall,
+                "worker_s": answer.get("worker_s", 0.0),
+                "worker_cpu_s": answer.get("worker_cpu_s", 0.0),
+            }
+        )
         if answer.get("kept"):
             self._holders[cid] = (slot.index, slot.incarnation)
         else:

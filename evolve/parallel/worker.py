@@ -353,9 +353,10 @@ def handle(runner: JobRunner | None, message: Mapping[str, Any]) -> dict[str, An
     """
     op = message["op"]
     if op == "run":
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         answer = runner.run(message)
         answer["worker_s"] = time.perf_counter() - start
+        answer["worker_cpu_s"] = time.process_time() - cpu
         return answer
     if op == "clear":
         runner.clear()

@@ -2,7 +2,7 @@
 workers, validation, the worker's job runner (retries replay bit-identically).
 
 The backends themselves (worker processes, a local Ray instance, killed workers) are
-tested in ``tests/integration/test_parallel.py``.
+tested in ``tests/integration/test_parallel_backends.py``.
 """
 
 from __future__ import annotations
