@@ -4,13 +4,17 @@ Training candidates is nearly all of a search's cost and each candidate trains o
 own, so the evaluators here train many at once, in persistent workers that load the data
 once and receive each candidate as a model file::
 
-    evaluator = make_evaluator("processes")           # one worker per core, or k per GPU
-    evaluator = make_evaluator("ray", address="auto")   # Ray actors across a cluster
-    evolve.fit(..., evaluator=evaluator)                # same history as the serial run
+    evolve.fit(..., evaluator="processes")             # one worker per core, or k per GPU
+    evolve.fit(..., evaluator="ray")                   # Ray actors, local or a cluster
+    evaluator = make_evaluator("ray", address="auto", num_gpus=0.25, timeout_s=600)
+    evolve.fit(..., evaluator=evaluator)               # same history as the serial run
 
-:func:`run_async` drops the generation barrier (regularized evolution: a child is bred as
-soon as a worker is free). Workers that die have their candidate retried once on another
-worker; ``timeout_s`` bounds each candidate's training.
+The data reach each worker once, at its start (a file, Ray's object store, or a
+:class:`DatasetFactory` each worker calls), never with each candidate.
+``fit(..., asynchronous=True)`` (:func:`run_async`) drops the generation barrier
+(regularized evolution: a child is bred as soon as a worker is free). Workers that die
+have their candidate retried once on another worker; ``timeout_s`` bounds each
+candidate's training.
 """
 
 from evolve.parallel.backends import (
