@@ -109,17 +109,33 @@ def apply_axis(
     init: str,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Select ``positions`` along ``axis`` (-1: a new entry initialised by ``init``)."""
+    """Select ``positions`` along ``axis`` (-1: a new entry initialised by ``init``).
+
+    Returns ``tensor`` itself when ``positions`` is the identity; otherwise one
+    ``index_select`` for the kept entries, and values drawn only for the new ones.
+    """
     positions = np.asarray(positions, dtype=np.int64)
+    n_old = tensor.shape[axis]
+    if len(positions) == n_old and np.array_equal(positions, np.arange(n_old)):
+        return tensor
     kept = positions >= 0
-    shape = list(tensor.shape)
-    shape[axis] = len(positions)
     with torch.no_grad():
-        out = _new_entries(tensor, axis, shape, init, generator)
-        if kept.any():
-            src = torch.as_tensor(positions[kept], device=tensor.device)
-            dst = torch.as_tensor(np.flatnonzero(kept), device=tensor.device)
-            out.index_copy_(axis, dst, tensor.index_select(axis, src))
+        if kept.all():
+            return tensor.index_select(axis, torch.as_tensor(positions, device=tensor.device))
+        shape = list(tensor.shape)
+        shape[axis] = int((~kept).sum())
+        fresh = _new_entries(tensor, axis, shape, init, generator)
+        if not kept.any():
+            return fresh
+        shape[axis] = len(positions)
+        out = torch.empty(shape, dtype=tensor.dtype, device=tensor.device)
+        src = torch.as_tensor(positions[kept], device=tensor.device)
+        out.index_copy_(
+            axis,
+            torch.as_tensor(np.flatnonzero(kept), device=tensor.device),
+            tensor.index_select(axis, src),
+        )
+        out.index_copy_(axis, torch.as_tensor(np.flatnonzero(~kept), device=tensor.device), fresh)
     return out
 
 

@@ -212,16 +212,24 @@ def apply_change(
     if graph is not None and growth == "exact" and isinstance(model, fx.GraphModule):
         scale_norm_eps(model, model, bindings, _norm_coupled(bindings, change, graph))
     optimizers = list(optimizers)
-    for edit in edits:
-        tensor = get_tensor(model, edit.target)
-        old_shape = tensor.shape
-        new = apply_axis(tensor.data, edit.axis, edit.positions, edit.init, generator)
-        if edit.scale is not None:
-            shape = [1] * new.dim()
-            shape[edit.axis] = len(edit.scale)
-            new = new * torch.as_tensor(edit.scale, dtype=new.dtype, device=new.device).view(shape)
+    chains: dict[str, list[AxisEdit]] = {}
+    for edit in edits:  # one chain per tensor: one new Parameter and one swap each
+        chains.setdefault(edit.target, []).append(edit)
+    owners = _owners(model) if chains else {}
+    for target, chain in chains.items():
+        tensor = get_tensor(model, target)
+        new = data = tensor.data
+        for edit in chain:
+            new = apply_axis(new, edit.axis, edit.positions, edit.init, generator)
+            if edit.scale is not None:
+                shape = [1] * new.dim()
+                shape[edit.axis] = len(edit.scale)
+                scale = torch.as_tensor(edit.scale, dtype=new.dtype, device=new.device)
+                new = new * scale.view(shape)
+        if new is data:
+            continue  # every edit was an identity: the tensor stays as it is
         if not isinstance(tensor, nn.Parameter):
-            owner, _, attr = edit.target.rpartition(".")
+            owner, _, attr = target.rpartition(".")
             module = model.get_submodule(owner) if owner else model
             setattr(module, attr, new)
             continue
@@ -229,30 +237,41 @@ def apply_change(
         # has been through a backward pass, so reshaping it in place breaks the next one
         param = nn.Parameter(new, requires_grad=tensor.requires_grad)
         if tensor.grad is not None:
-            param.grad = apply_axis(tensor.grad, edit.axis, edit.positions, "zeros")
-        _swap_parameter(model, tensor, param)
+            param.grad = _zero_filled(tensor.grad, chain)
+        for module, name in owners.pop(id(tensor), ()):
+            module._parameters[name] = param
+            owners.setdefault(id(param), []).append((module, name))
         for opt in optimizers:
-            _swap_in_optimizer(opt, tensor, param, old_shape, edit)
+            _swap_in_optimizer(opt, tensor, param, chain)
     return edits
 
 
-def _swap_parameter(model: nn.Module, old: nn.Parameter, new: nn.Parameter) -> None:
-    """Point every module that holds ``old`` (tied weights included) at ``new``."""
+def _owners(model: nn.Module) -> dict[int, list[tuple[nn.Module, str]]]:
+    """Every (module, attribute) holding each parameter (tied weights have several)."""
+    owners: dict[int, list[tuple[nn.Module, str]]] = {}
     for module in model.modules():
-        for name, value in list(module._parameters.items()):
-            if value is old:
-                module._parameters[name] = new
+        for name, value in module._parameters.items():
+            if value is not None:
+                owners.setdefault(id(value), []).append((module, name))
+    return owners
 
 
-def _swap_in_optimizer(opt, old, new, old_shape, edit: AxisEdit) -> None:
+def _zero_filled(tensor: torch.Tensor, chain: list[AxisEdit]) -> torch.Tensor:
+    """``tensor`` re-indexed like its parameter, new entries zero (gradients, moments)."""
+    for edit in chain:
+        tensor = apply_axis(tensor, edit.axis, edit.positions, "zeros")
+    return tensor
+
+
+def _swap_in_optimizer(opt, old, new, chain: list[AxisEdit]) -> None:
     for group in opt.param_groups:
         group["params"] = [new if p is old else p for p in group["params"]]
     state = opt.state.pop(old, None)
     if state is None:
         return
     for key, value in state.items():
-        if torch.is_tensor(value) and value.shape == old_shape:
-            state[key] = apply_axis(value, edit.axis, edit.positions, "zeros")
+        if torch.is_tensor(value) and value.shape == old.shape:
+            state[key] = _zero_filled(value, chain)
     opt.state[new] = state
 
 
