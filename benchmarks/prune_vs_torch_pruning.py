@@ -15,8 +15,10 @@ Both tools get the same model (``weights=None``, seed 0, eval mode, CPU), the sa
 example input (batch 1, the small sizes of ``tests/integration/test_zoo.py``), the same
 channel ratio (0.5) and the same importance (L1 weight magnitude).
 
-* mutnas: ``mutnas_torch.mutable(model, x)`` (trace, shape propagation, channel
-  analysis) then ``mm.prune(0.5, utility="l1")`` (MILP solve + weight surgery).
+* mutnas: ``mutnas_torch.mutable(model, x, copy=False)`` (trace, shape propagation,
+  channel analysis; ``copy=False`` traces the model itself, like TP prunes in place,
+  instead of a deep copy of every weight) then ``mm.prune(0.5, utility="l1")`` (size
+  solve + weight surgery).
 * TP, following its torchvision recipe (``examples/torchvision_models``):
   ``tp.pruner.BasePruner(model, x, importance=tp.importance.MagnitudeImportance(p=1),
   pruning_ratio=0.5, ignored_layers=[final classifier], num_heads={mha: mha.num_heads})``
@@ -115,7 +117,7 @@ def run_mutnas(spec: ZooModel) -> dict:
     model, x = _build(spec)
     before = _n_params(model)
     t0 = time.perf_counter()
-    mm = mt.mutable(model, x)
+    mm = mt.mutable(model, x, copy=False)  # in place, as TP prunes
     t1 = time.perf_counter()
     mm.prune(RATIO, utility="l1")
     t2 = time.perf_counter()

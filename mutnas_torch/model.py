@@ -6,9 +6,9 @@ on the live module, so the model is always an ordinary, runnable ``nn.Module``.
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from copy import deepcopy
 from typing import Any
 
 import numpy as np
@@ -33,8 +33,9 @@ def mutable(
     leaf_modules: Sequence[type[nn.Module]] = (),
     strict: bool = False,
     growth: str = "exact",
+    copy: bool = True,
 ) -> MutableModel:
-    """Trace ``model`` into a :class:`MutableModel` (the model itself is not modified).
+    """Trace ``model`` into a :class:`MutableModel` (by default the model is not modified).
 
     Args:
         model: any ``nn.Module`` that ``torch.fx`` can trace.
@@ -48,6 +49,10 @@ def mutable(
             neurons copy old ones and consumers split the copied columns (Net2WiderNet) —
             outputs unchanged, every new neuron active. ``"trainable"``: like exact but
             without the LayerNorm construction (which leaves new stream channels silent).
+        copy: trace a deep copy of ``model`` (default). ``False`` traces the model itself,
+            as in-place pruners do: no copy of every weight, but the traced module shares
+            ``model``'s submodules, so mutations change them and ``model`` should not be
+            used afterwards (use ``mm.module`` or ``mm.to_module()``).
 
     Example:
         >>> import torch, mutnas_torch as mt
@@ -58,11 +63,17 @@ def mutable(
         >>> _ = mm.resize("0", 4)  # widen the first layer by 4 neurons
         >>> mm.module.get_submodule("0").out_features, torch.allclose(mm(x), before)
         (12, True)
+        >>> net[0].out_features  # a copy was traced
+        8
+        >>> in_place = mt.mutable(net, torch.randn(3, 4), copy=False)
+        >>> _ = in_place.resize("0", -2)
+        >>> net[0].out_features  # the model's own layers were traced and pruned
+        6
     """
     inputs = (
         (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     )
-    gm = trace(copy.deepcopy(model), inputs, leaf_modules=leaf_modules)
+    gm = trace(deepcopy(model) if copy else model, inputs, leaf_modules=leaf_modules)
     if growth not in ("exact", "net2net", "trainable"):
         raise ValueError(f"growth must be 'exact', 'net2net' or 'trainable', got {growth!r}")
     mm = MutableModel(gm, analyze(gm, strict=strict), inputs)
@@ -112,7 +123,7 @@ class MutableModel(nn.Module):
 
     def to_module(self) -> fx.GraphModule:
         """A plain ``torch.fx.GraphModule`` copy with no dependency on mutnas."""
-        module = copy.deepcopy(self.module)
+        module = deepcopy(self.module)
         module._tracer_cls = None  # our tracer class would make pickles need mutnas
         module.graph._tracer_cls = None
         return module
@@ -212,7 +223,12 @@ class MutableModel(nn.Module):
         return disconnect(self, src, dst)
 
     def apply(self, change: mn.Change, *, generator: torch.Generator | None = None) -> mn.Change:
-        """Perform the weight surgery a core change record asks for (already solved)."""
+        """Perform the weight surgery a core change record asks for (already solved).
+
+        The module's code is regenerated after structural changes and when a literal
+        (a reshape size...) changed; a ``"resize"`` or ``"prune"`` that changes no literal
+        leaves the code as it is.
+        """
         edits = apply_change(
             self.module,
             self.bindings,
@@ -224,8 +240,9 @@ class MutableModel(nn.Module):
         )
         sync_owners(self.module, edits)
         sync_attributes(self.module, self.bindings, self.graph, change.vertices)
-        rewrite_literals(self.module, self.literals, self.graph)
-        self.module.recompile()  # structural edits and literals change the generated code
+        literals = rewrite_literals(self.module, self.literals, self.graph)
+        if literals or change.kind not in ("resize", "prune"):
+            self.module.recompile()  # structural edits and literals change the code
         self.history.append(change)
         return change
 

@@ -149,9 +149,15 @@ def _norm_coupled(bindings, change: mn.Change, graph: mn.Graph) -> dict[str, flo
     return coupled
 
 
-def scale_norm_eps(model: nn.Module, gm: fx.GraphModule, bindings, coupled) -> None:
-    """Multiply the eps of compensated LayerNorms by factor², which makes growth exact."""
+def scale_norm_eps(model: nn.Module, gm: fx.GraphModule, bindings, coupled) -> bool:
+    """Multiply the eps of compensated LayerNorms by factor², which makes growth exact.
+
+    Returns True if a node of ``gm`` changed (its code must be regenerated).
+    """
+    if not any(factor is not None for factor in coupled.values()):
+        return False
     nodes = {n.name: n for n in gm.graph.nodes}
+    changed = False
     for name, factor in coupled.items():
         binding = bindings.get(name)
         if factor is None or binding is None or binding.kind != "layernorm":
@@ -163,6 +169,7 @@ def scale_norm_eps(model: nn.Module, gm: fx.GraphModule, bindings, coupled) -> N
         node = nodes.get(binding.node)
         if node is None:
             continue
+        changed = True
         if "eps" in node.kwargs:
             node.kwargs = {**node.kwargs, "eps": node.kwargs["eps"] * factor**2}
         elif len(node.args) > 4:
@@ -171,6 +178,7 @@ def scale_norm_eps(model: nn.Module, gm: fx.GraphModule, bindings, coupled) -> N
             node.args = tuple(args)
         else:
             node.kwargs = {**node.kwargs, "eps": 1e-5 * factor**2}
+    return changed
 
 
 def _couple(edit: AxisEdit, binding: Binding, factor: float | None) -> None:
@@ -209,8 +217,9 @@ def apply_change(
 ) -> list[AxisEdit]:
     """Re-index every parameter, buffer and optimizer state the change touches."""
     edits = edits_for(bindings, change, model, graph, growth=growth)
-    if graph is not None and growth == "exact" and isinstance(model, fx.GraphModule):
-        scale_norm_eps(model, model, bindings, _norm_coupled(bindings, change, graph))
+    exact = graph is not None and growth == "exact" and isinstance(model, fx.GraphModule)
+    if exact and scale_norm_eps(model, model, bindings, _norm_coupled(bindings, change, graph)):
+        model.recompile()
     optimizers = list(optimizers)
     chains: dict[str, list[AxisEdit]] = {}
     for edit in edits:  # one chain per tensor: one new Parameter and one swap each
@@ -219,7 +228,12 @@ def apply_change(
     for target, chain in chains.items():
         tensor = get_tensor(model, target)
         new = data = tensor.data
-        for edit in chain:
+        if _is_selection_of_rows_and_columns(data, chain):
+            new = _select_rows_and_columns(data, chain)
+            chain_left = []
+        else:
+            chain_left = chain
+        for edit in chain_left:
             new = apply_axis(new, edit.axis, edit.positions, edit.init, generator)
             if edit.scale is not None:
                 shape = [1] * new.dim()
@@ -244,6 +258,29 @@ def apply_change(
         for opt in optimizers:
             _swap_in_optimizer(opt, tensor, param, chain)
     return edits
+
+
+def _is_selection_of_rows_and_columns(tensor: torch.Tensor, chain: list[AxisEdit]) -> bool:
+    """Two edits that only drop entries, on axes 0 and 1 (a Linear or Conv weight)."""
+    return (
+        len(chain) == 2
+        and tensor.dim() >= 2
+        and {e.axis for e in chain} == {0, 1}
+        and all(e.scale is None and len(e.positions) and e.positions.min() >= 0 for e in chain)
+        and all(e.positions.max() < tensor.shape[e.axis] for e in chain)
+        and not any(_is_identity(e.positions, tensor.shape[e.axis]) for e in chain)
+    )
+
+
+def _is_identity(positions: np.ndarray, n: int) -> bool:
+    return len(positions) == n and bool((positions == np.arange(n)).all())
+
+
+def _select_rows_and_columns(tensor: torch.Tensor, chain: list[AxisEdit]) -> torch.Tensor:
+    """One gather instead of two ``index_select``: one pass over the kept entries only."""
+    index = {e.axis: torch.as_tensor(e.positions, device=tensor.device) for e in chain}
+    with torch.no_grad():
+        return tensor[index[0][:, None], index[1][None, :]]
 
 
 def _owners(model: nn.Module) -> dict[int, list[tuple[nn.Module, str]]]:

@@ -90,6 +90,7 @@ def trace(
             f"torch.export and trace that instead"
         ) from err
     name = type(model).__name__
+    _disable_inplace_calls(graph)  # before the GraphModule compiles its code: once
     gm = fx.GraphModule(tracer.root, graph, class_name=name)
     gm.meta["mutnas_training"] = model.training
     disable_inplace(gm)
@@ -106,13 +107,17 @@ def disable_inplace(gm: fx.GraphModule) -> None:
     for module in gm.modules():
         if getattr(module, "inplace", False) is True:
             module.inplace = False
+    if _disable_inplace_calls(gm.graph):
+        gm.recompile()
+
+
+def _disable_inplace_calls(graph: fx.Graph) -> bool:
     changed = False
-    for node in gm.graph.nodes:
+    for node in graph.nodes:
         if node.op == "call_function" and node.kwargs.get("inplace") is True:
             node.kwargs = {**node.kwargs, "inplace": False}
             changed = True
-    if changed:
-        gm.recompile()
+    return changed
 
 
 def propagate_shapes(gm: fx.GraphModule, inputs: tuple) -> None:

@@ -40,16 +40,28 @@ def magnitude(mm, p: int = 1) -> Callable[[mn.Vertex], np.ndarray | None]:
             return None
         axis = binding.outputs[0]
         weight = get_tensor(mm.module, axis.target).detach()
-        dims = [d for d in range(weight.dim()) if d != axis.axis]
-        if not dims:
-            norms = weight.abs()
-        elif p == 1:  # one pass less over the weights than the general formula
-            norms = weight.abs().sum(dim=dims)
-        else:
-            norms = weight.abs().pow(p).sum(dim=dims).pow(1.0 / p)
-        return norms.double().cpu().numpy()
+        return _norms(weight, axis.axis, p).double().cpu().numpy()
 
     return utility
+
+
+_CHUNK = 1 << 22  # elements per temporary: abs() of a whole big Linear costs more than the sum
+
+
+def _norms(weight: torch.Tensor, axis: int, p: int) -> torch.Tensor:
+    """p-norm of each slice along ``axis``, in chunks of neurons (same values, less memory)."""
+    dims = [d for d in range(weight.dim()) if d != axis]
+    if not dims:
+        return weight.abs()
+    per_neuron = max(1, weight.numel() // max(1, weight.shape[axis]))
+    step = max(1, _CHUNK // per_neuron)
+    parts = []
+    for chunk in weight.split(step, dim=axis):
+        if p == 1:  # one pass less over the weights than the general formula
+            parts.append(chunk.abs().sum(dim=dims))
+        else:
+            parts.append(chunk.abs().pow(p).sum(dim=dims).pow(1.0 / p))
+    return torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
 def bn_scale(mm) -> Callable[[mn.Vertex], np.ndarray | None]:
