@@ -19,7 +19,7 @@ from torch import fx, nn
 
 import mutnas as mn
 from mutnas_torch.analyze import Literal
-from mutnas_torch.bindings import Binding, ParamAxis, apply_axis, expand_index, get_tensor
+from mutnas_torch.bindings import Binding, ParamAxis, apply_axis, expand_index
 from mutnas_torch.errors import SurgeryError
 
 __all__ = ["AxisEdit", "apply_change", "edits_for", "rewrite_literals", "sync_attributes"]
@@ -37,6 +37,23 @@ class AxisEdit:
     positions: np.ndarray
     init: str
     scale: np.ndarray | None = None
+
+
+class _Modules:
+    """Modules by qualified name, indexed once (``get_submodule`` walks the path each time).
+
+    Valid while no module is added or removed; parameters may be swapped.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.by_name = dict(model.named_modules(remove_duplicate=False))
+
+    def module(self, name: str) -> nn.Module:
+        return self.by_name[name]
+
+    def tensor(self, target: str) -> torch.Tensor:
+        owner, _, name = target.rpartition(".")
+        return getattr(self.by_name[owner], name)
 
 
 def edits_for(
@@ -57,6 +74,7 @@ def edits_for(
 
     if growth == "net2net":
         return _net2net_edits(bindings, change, model)
+    modules = _Modules(model)
     coupled = (
         _norm_coupled(bindings, change, graph) if graph is not None and growth == "exact" else {}
     )
@@ -77,7 +95,7 @@ def edits_for(
             edits.extend(new)
             continue
         for axis in binding.outputs:
-            edit = _edit(model, axis, index)
+            edit = _edit(modules, axis, index)
             if name in coupled:
                 _couple(edit, binding, coupled[name])
             edits.append(edit)
@@ -87,7 +105,7 @@ def edits_for(
             continue
         for k, index in enumerate(maps):
             for axis in binding.inputs[k] if k < len(binding.inputs) else ():
-                edits.append(_edit(model, axis, index))
+                edits.append(_edit(modules, axis, index))
     return edits
 
 
@@ -99,6 +117,7 @@ def _net2net_edits(bindings, change: mn.Change, model: nn.Module) -> list[AxisEd
     """
     from mutnas_torch.attention import attention_edits
 
+    modules = _Modules(model)
     edits: list[AxisEdit] = []
     for name, index in change.outputs.items():
         binding = bindings.get(name)
@@ -108,7 +127,7 @@ def _net2net_edits(bindings, change: mn.Change, model: nn.Module) -> list[AxisEd
             edits.extend(attention_edits(model, binding, index))
             continue
         copies = change.copies.get(name, index)
-        edits.extend(_edit(model, axis, copies) for axis in binding.outputs)
+        edits.extend(_edit(modules, axis, copies) for axis in binding.outputs)
     for name, maps in change.inputs.items():
         binding = bindings.get(name)
         if binding is None:
@@ -116,7 +135,7 @@ def _net2net_edits(bindings, change: mn.Change, model: nn.Module) -> list[AxisEd
         copy_maps = change.input_copies.get(name, maps)
         for k, copies in enumerate(copy_maps):
             for axis in binding.inputs[k] if k < len(binding.inputs) else ():
-                edit = _edit(model, axis, copies)
+                edit = _edit(modules, axis, copies)
                 counts = np.bincount(copies[copies >= 0], minlength=1)
                 share = np.where(copies >= 0, 1.0 / counts[np.maximum(copies, 0)], 1.0)
                 edit.scale = (
@@ -190,8 +209,8 @@ def _couple(edit: AxisEdit, binding: Binding, factor: float | None) -> None:
         edit.init = "mean"
 
 
-def _edit(model: nn.Module, axis: ParamAxis, index: np.ndarray) -> AxisEdit:
-    tensor = get_tensor(model, axis.target)
+def _edit(modules: _Modules, axis: ParamAxis, index: np.ndarray) -> AxisEdit:
+    tensor = modules.tensor(axis.target)
     block = axis.outer * axis.inner
     if tensor.shape[axis.axis] % block:
         raise SurgeryError(
@@ -225,8 +244,9 @@ def apply_change(
     for edit in edits:  # one chain per tensor: one new Parameter and one swap each
         chains.setdefault(edit.target, []).append(edit)
     owners = _owners(model) if chains else {}
+    modules = _Modules(model)
     for target, chain in chains.items():
-        tensor = get_tensor(model, target)
+        tensor = modules.tensor(target)
         new = data = tensor.data
         if _is_selection_of_rows_and_columns(data, chain):
             new = _select_rows_and_columns(data, chain)
@@ -244,8 +264,7 @@ def apply_change(
             continue  # every edit was an identity: the tensor stays as it is
         if not isinstance(tensor, nn.Parameter):
             owner, _, attr = target.rpartition(".")
-            module = model.get_submodule(owner) if owner else model
-            setattr(module, attr, new)
+            setattr(modules.module(owner), attr, new)
             continue
         # a new Parameter, not ``.data =``: autograd caches a parameter's shape once it
         # has been through a backward pass, so reshaping it in place breaks the next one
@@ -260,10 +279,14 @@ def apply_change(
     return edits
 
 
+_GATHER_MIN = 1 << 20
+
+
 def _is_selection_of_rows_and_columns(tensor: torch.Tensor, chain: list[AxisEdit]) -> bool:
     """Two edits that only drop entries, on axes 0 and 1 (a Linear or Conv weight)."""
     return (
         len(chain) == 2
+        and tensor.numel() >= _GATHER_MIN  # advanced indexing has more overhead per call
         and tensor.dim() >= 2
         and {e.axis for e in chain} == {0, 1}
         and all(e.scale is None and len(e.positions) and e.positions.min() >= 0 for e in chain)
@@ -314,11 +337,12 @@ def _swap_in_optimizer(opt, old, new, chain: list[AxisEdit]) -> None:
 
 def sync_attributes(model: nn.Module, bindings: dict[str, Binding], graph: mn.Graph, names) -> None:
     """Make module attributes (``out_channels``, ``num_features``...) match the weights."""
+    modules = _Modules(model)
     for name in names:
         binding = bindings.get(name)
         if binding is None or binding.module is None or name not in graph:
             continue
-        module = model.get_submodule(binding.module)
+        module = modules.module(binding.module)
         v = graph[name]
         _SYNC.get(binding.kind, _no_sync)(module, v, binding)
 
@@ -329,8 +353,9 @@ def _no_sync(module, v, binding) -> None:
 
 def sync_owners(model: nn.Module, edits: list[AxisEdit]) -> None:
     """Make standard layers that own an edited tensor describe their new shapes."""
+    modules = _Modules(model)
     for owner in dict.fromkeys(e.target.rpartition(".")[0] for e in edits):
-        module = model.get_submodule(owner) if owner else model
+        module = modules.module(owner)
         if isinstance(module, nn.Linear):
             module.out_features, module.in_features = module.weight.shape
         elif isinstance(module, nn.LayerNorm) and module.weight is not None:
