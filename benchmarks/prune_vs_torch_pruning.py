@@ -297,7 +297,10 @@ def report(results: dict, args: argparse.Namespace, versions: dict) -> str:
         f"{args.threads} intra-op thread(s); best of {args.repeats} runs (fewer once a tool "
         f"has spent {REPEAT_BUDGET_S:.0f} s on a model); timeout {args.timeout:.0f} s per "
         "model and tool; batch 1; `weights=None`, seed 0, eval mode; L1 magnitude, ratio 0.5, "
-        "final classifier kept.",
+        "final classifier kept; both tools prune the model in place (mutnas: "
+        "`mutable(model, x, copy=False)`; the default `copy=True` adds a deep copy of every "
+        "weight to the trace column). Each cell is the best run of a fresh process per "
+        "model and tool; imports are not timed.",
         "",
         *_rows(results),
         "",
