@@ -29,7 +29,7 @@ __all__ = ["Analysis", "Literal", "ParamRef", "Ref", "analyze"]
 
 log = logging.getLogger(__name__)
 
-LAST_DIM_MODULES = (nn.Linear, nn.LayerNorm, nn.Embedding, nn.MultiheadAttention)
+LAST_DIM_MODULES = (nn.Linear, nn.LayerNorm, nn.Embedding, nn.MultiheadAttention, nn.RNNBase)
 
 
 @dataclass(frozen=True)

@@ -246,3 +246,10 @@ def multihead_attention(an: Analyzer, node: fx.Node, m: nn.MultiheadAttention) -
     from mutnas_torch.attention import mha_rule
 
     mha_rule(an, node, m)
+
+
+@register_module_rule(nn.RNNBase)
+def recurrent(an: Analyzer, node: fx.Node, m: nn.RNNBase) -> None:
+    from mutnas_torch.recurrent import rnn_rule
+
+    rnn_rule(an, node, m)

@@ -94,9 +94,10 @@ def edits_for(
                         edit.init = "mean"
             edits.extend(new)
             continue
+        couple = name in coupled and binding.kind != "recurrent"  # units can't be a mean
         for axis in binding.outputs:
             edit = _edit(modules, axis, index)
-            if name in coupled:
+            if couple:
                 _couple(edit, binding, coupled[name])
             edits.append(edit)
     for name, maps in change.inputs.items():
@@ -127,7 +128,12 @@ def _net2net_edits(bindings, change: mn.Change, model: nn.Module) -> list[AxisEd
             edits.extend(attention_edits(model, binding, index))
             continue
         copies = change.copies.get(name, index)
-        edits.extend(_edit(modules, axis, copies) for axis in binding.outputs)
+        reads_self = binding.extra.get("reads_self", ())  # recurrent weights reading h
+        for axis in binding.outputs:
+            edit = _edit(modules, axis, copies)
+            if (axis.target, axis.axis) in reads_self:
+                edit.scale = _split_shares(copies, axis)
+            edits.append(edit)
     for name, maps in change.inputs.items():
         binding = bindings.get(name)
         if binding is None:
@@ -136,13 +142,18 @@ def _net2net_edits(bindings, change: mn.Change, model: nn.Module) -> list[AxisEd
         for k, copies in enumerate(copy_maps):
             for axis in binding.inputs[k] if k < len(binding.inputs) else ():
                 edit = _edit(modules, axis, copies)
-                counts = np.bincount(copies[copies >= 0], minlength=1)
-                share = np.where(copies >= 0, 1.0 / counts[np.maximum(copies, 0)], 1.0)
-                edit.scale = (
-                    np.repeat(np.tile(share, axis.outer), axis.inner) if len(share) else None
-                )
+                edit.scale = _split_shares(copies, axis)
                 edits.append(edit)
     return edits
+
+
+def _split_shares(copies: np.ndarray, axis: ParamAxis) -> np.ndarray | None:
+    """Each copy of a neuron (the original included) reads 1/n of it, n = its copies."""
+    if not len(copies):
+        return None
+    counts = np.bincount(copies[copies >= 0], minlength=1)
+    share = np.where(copies >= 0, 1.0 / counts[np.maximum(copies, 0)], 1.0)
+    return np.repeat(np.tile(share, axis.outer), axis.inner)
 
 
 def _norm_coupled(bindings, change: mn.Change, graph: mn.Graph) -> dict[str, float | None]:
@@ -362,6 +373,10 @@ def sync_owners(model: nn.Module, edits: list[AxisEdit]) -> None:
             module.normalized_shape = tuple(module.weight.shape)
         elif isinstance(module, nn.Embedding):
             module.embedding_dim = module.weight.shape[1]
+        elif isinstance(module, nn.RNNBase):
+            from mutnas_torch.recurrent import sync_rnn
+
+            sync_rnn(module)
         elif isinstance(module, nn.MultiheadAttention):
             from mutnas_torch.attention import sync_mha
 

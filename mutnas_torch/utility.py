@@ -36,6 +36,8 @@ def magnitude(mm, p: int = 1) -> Callable[[mn.Vertex], np.ndarray | None]:
 
     def utility(v: mn.Vertex) -> np.ndarray | None:
         binding = mm.bindings.get(v.name)
+        if binding is not None and binding.kind == "recurrent":
+            return _unit_norms(mm, binding, p)
         if binding is None or binding.kind not in _WEIGHTED or not binding.outputs:
             return None
         axis = binding.outputs[0]
@@ -43,6 +45,19 @@ def magnitude(mm, p: int = 1) -> Callable[[mn.Vertex], np.ndarray | None]:
         return _norms(weight, axis.axis, p).double().cpu().numpy()
 
     return utility
+
+
+def _unit_norms(mm, binding, p: int) -> np.ndarray:
+    """Recurrent units: the p-norm of each unit's rows in every gate, layer and direction."""
+    total = None
+    for axis in binding.outputs:
+        if axis.axis != 0 or not axis.target.rpartition(".")[2].startswith("weight"):
+            continue  # biases, and the columns that read the units
+        weight = get_tensor(mm.module, axis.target).detach()
+        rows = _norms(weight, 0, p).double().pow(p).reshape(axis.outer, -1, axis.inner)
+        part = rows.sum(dim=(0, 2))
+        total = part if total is None else total + part
+    return total.pow(1.0 / p).cpu().numpy()
 
 
 _CHUNK = 1 << 22  # elements per temporary: abs() of a whole big Linear costs more than the sum
