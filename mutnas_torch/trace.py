@@ -84,7 +84,8 @@ def trace(
         graph = tracer.trace(model)
     except Exception as err:  # torch.fx raises TraceError, TypeError, NotImplementedError...
         raise TraceError(
-            f"torch.fx could not trace {type(model).__name__}: {type(err).__name__}: {err}. "
+            f"torch.fx could not trace {type(model).__name__}{_failing_module(tracer)}: "
+            f"{type(err).__name__}: {err}. "
             f"Mark the module that contains data-dependent control flow as a leaf "
             f"(mutnas_torch.register_leaf or leaf_modules=[...]) or export the model with "
             f"torch.export and trace that instead"
@@ -96,6 +97,19 @@ def trace(
     disable_inplace(gm)
     propagate_shapes(gm, inputs)
     return gm
+
+
+def _failing_module(tracer: fx.Tracer) -> str:
+    """`` in module 'path' (Type)``: the innermost module being traced when tracing failed.
+
+    ``Tracer.call_module`` pops its entry of ``module_stack`` only on success, so after an
+    error the stack still ends with the module whose forward raised.
+    """
+    stack = list(getattr(tracer, "module_stack", {}).values())
+    if not stack:
+        return ""
+    path, cls = stack[-1]
+    return f" in module {path!r} ({getattr(cls, '__qualname__', cls)})"
 
 
 def disable_inplace(gm: fx.GraphModule) -> None:

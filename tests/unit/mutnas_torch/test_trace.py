@@ -68,11 +68,6 @@ def test_python_loop_over_a_traced_value_raises_trace_error():
         mt.mutable(Loop(), torch.randn(2, 4))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="adapter bug: TraceError names only the root model type, not the nested "
-    "module ('block.0', DataDependent) where tracing failed (tracer.module_stack has it)",
-)
 def test_trace_error_names_the_nested_module_that_failed():
     with pytest.raises(mt.TraceError) as info:
         mt.mutable(Outer(), torch.randn(2, 4))
