@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx
 
-from mutnas_torch.analyze import Analyzer, ParamRef, Ref, param_axis
+from mutnas_torch.analyze import Analyzer, ParamRef, Ref, _describe, param_axis
 from mutnas_torch.bindings import Binding
 from mutnas_torch.rules import passthrough
 from mutnas_torch.trace import node_shape
@@ -353,12 +353,13 @@ def _reduce(an: Analyzer, node: fx.Node) -> None:
         an.refs[node.name] = None
         return
     dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
-    if dims is None:
-        an.refs[node.name] = None  # reduced to a scalar: no channels left
-        return
-    dims = [d % len(in_shape) for d in (dims if isinstance(dims, (list, tuple)) else [dims])]
-    if ref.dim in dims:
-        an.refs[node.name] = None  # the channels are reduced away
+    if dims is not None:
+        dims = [d % len(in_shape) for d in (dims if isinstance(dims, (list, tuple)) else [dims])]
+    if dims is None or ref.dim in dims:
+        # the channels are reduced away, but the value still depends on how many there are
+        # and on the new ones (a mean over channels, a max): their count is kept
+        an.pin(ref, f"{_describe(node)}: reduces over the channel dimension")
+        an.refs[node.name] = None
         return
     keep = len(out_shape) == len(in_shape)
     new = ref.dim if keep else ref.dim - sum(d < ref.dim for d in dims)

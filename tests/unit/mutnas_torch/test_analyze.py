@@ -329,11 +329,6 @@ def test_reductions_keep_or_drop_the_channel_dim():
     assert vertices(mm)["fc"] == ("absorb", 4, ["conv"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="adapter bug: a reduction over the channel dim (mean/sum/amax/std) drops the "
-    "channels without pinning them, so growing the producer silently changes the output",
-)
 def test_growing_through_a_reduction_over_channels_is_exact_or_refused():
     class Centre(nn.Module):
         def __init__(self) -> None:
