@@ -63,6 +63,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--run-dir", type=Path, default=None)
     parser.add_argument("--resume", action="store_true", help="continue the run directory")
+    parser.add_argument(
+        "--valid-fraction", type=float, default=0.1, help="share of the 4,000 used to score"
+    )
     parser.add_argument("--note", default="", help="recorded with the results (e.g. concurrency)")
     return parser.parse_args(argv)
 
@@ -250,6 +253,7 @@ def _seed_section(r: dict) -> list[str]:
         "",
         f"Code: {r.get('git', '?')}.",
         "",
+        f"Validation: {r.get('valid_fraction', 0.1):.0%} of the 4,000 training samples. "
         f"Search {r['search_minutes']:.1f} min, {r['generations']} generations, "
         f"{r['candidates']} candidates ({r['failed']} failed, {r['culled']} culled). "
         f"Paper CNN: {_pct(r['reference']['test_accuracy'])} test, "
@@ -326,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     started, load_start, git = time.strftime("%Y-%m-%d %H:%M"), _load(), _git_state()
     run_dir = args.run_dir or Path("runs/search_mnist1d") / f"seed{args.seed}"
-    splits = load_dataset("mnist1d", seed=args.seed, valid_fraction=0.1)
+    splits = load_dataset("mnist1d", seed=args.seed, valid_fraction=args.valid_fraction)
     print(splits)
     reference = train_reference(splits, args.seed, args.reference_steps)
     print(f"paper CNN: {reference}")
@@ -338,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": started,
         "load": {"start": load_start, "end": _load()},
         "note": args.note,
+        "valid_fraction": args.valid_fraction,
         "git": git,
         "search_minutes": search_s / 60,
         "generations": result.n_generations,
