@@ -179,14 +179,16 @@ def report(args, throughput, overhead, before, after) -> str:
         "",
         f"## Throughput: {args.candidates} MNIST-1D candidates, {args.steps} steps each",
         "",
-        "| backend | workers | seconds | candidates/s | vs 1 worker | CPU cores used |",
-        "|---|---|---|---|---|---|",
+        "| backend | workers | seconds | candidates/s | vs 1 worker | CPU cores used | "
+        "CPU s per candidate |",
+        "|---|---|---|---|---|---|---|",
     ]
     one = {r["backend"]: r["per_s"] for r in throughput if r["workers"] == 1}
     for r in throughput:
         lines.append(
             f"| {r['backend']} | {r['workers']} | {r['seconds']:.2f} | {r['per_s']:.3f} | "
-            f"{r['per_s'] / one[r['backend']]:.2f}x | {r['cores']:.2f} |"
+            f"{r['per_s'] / one[r['backend']]:.2f}x | {r['cores']:.2f} | "
+            f"{r['cores'] * r['seconds'] / args.candidates:.3f} |"
         )
     lines += [
         "",
