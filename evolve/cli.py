@@ -21,13 +21,14 @@ unknown dataset, a model that does not fit the data).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import json
 import logging
 import math
 import sys
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -169,7 +170,7 @@ def _toml_options(path: Path, parser: argparse.ArgumentParser) -> dict[str, Any]
     actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config", "quiet")}
     options = {}
     for key, value in data.items():
-        dest = key.replace("-", "_")
+        dest = {"async": "asynchronous"}.get(key, key.replace("-", "_"))
         if dest not in actions:
             close = difflib.get_close_matches(dest, list(actions), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(actions)}"
@@ -212,10 +213,20 @@ def _jsonable(options: dict[str, Any]) -> dict[str, Any]:
     return {k: str(v) if isinstance(v, Path) else v for k, v in options.items()}
 
 
-def _evaluator(options: dict[str, Any]):
+@contextlib.contextmanager
+def _evaluator(options: dict[str, Any]) -> Iterator[Any]:
+    """The evaluator the options ask for, shut down (its workers stopped) afterwards."""
     from evolve.parallel import evaluator_from_args
 
-    return evaluator_from_args(argparse.Namespace(**{k: options[k] for k in _EVALUATOR_OPTIONS}))
+    evaluator = evaluator_from_args(
+        argparse.Namespace(**{k: options[k] for k in _EVALUATOR_OPTIONS})
+    )
+    try:
+        yield evaluator
+    finally:
+        shutdown = getattr(evaluator, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
 
 
 def _configure_logging(quiet: bool) -> None:
@@ -225,7 +236,6 @@ def _configure_logging(quiet: bool) -> None:
 
 def _evolve(argv: Sequence[str], out: TextIO) -> int:
     import evolve
-    from mutnas_torch import io as model_io
 
     args = _parse_evolve(argv)
     options = {k: v for k, v in vars(args).items() if k not in ("config", "quiet")}
@@ -250,21 +260,22 @@ def _evolve(argv: Sequence[str], out: TextIO) -> int:
     (run_dir / "cli.json").write_text(
         json.dumps({"command": "evolve", **_jsonable(options)}, indent=1, sort_keys=True)
     )
-    result = evolve.fit(
-        splits,
-        objectives=args.objectives,
-        population=args.population,
-        generations=args.generations,
-        termination=stop,
-        training=evolve.TrainingConfig(epochs=args.epochs),
-        seed=args.seed,
-        device=args.device,
-        run_dir=run_dir,
-        model=model,
-        evaluator=_evaluator(options),
-        progress=False if args.quiet else None,
-    )
-    del model_io
+    with _evaluator(options) as evaluator:
+        result = evolve.fit(
+            splits,
+            objectives=args.objectives,
+            population=args.population,
+            generations=args.generations,
+            termination=stop,
+            training=evolve.TrainingConfig(epochs=args.epochs),
+            seed=args.seed,
+            device=args.device,
+            run_dir=run_dir,
+            model=model,
+            evaluator=evaluator,
+            asynchronous=args.asynchronous,
+            progress=False if args.quiet else None,
+        )
     _print_front(result, run_dir, out)
     return 0
 
@@ -400,14 +411,16 @@ def _resume(argv: Sequence[str], out: TextIO) -> int:
         None if not stops else stops[0] if len(stops) == 1 else (evolve.AnyTermination(stops))
     )
     splits = _load_data(options) if (args.run_dir / "cli.json").exists() else None
-    result = evolve.resume(
-        args.run_dir,
-        splits,
-        device=args.device,
-        termination=termination,
-        evaluator=_evaluator(vars(args)),
-        progress=False if args.quiet else None,
-    )
+    with _evaluator(vars(args)) as evaluator:
+        result = evolve.resume(
+            args.run_dir,
+            splits,
+            device=args.device,
+            termination=termination,
+            evaluator=evaluator,
+            asynchronous=args.asynchronous,
+            progress=False if args.quiet else None,
+        )
     _print_front(result, args.run_dir, out)
     return 0
 

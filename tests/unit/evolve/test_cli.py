@@ -252,3 +252,17 @@ def test_console_script_prints_one_line_for_a_bad_flag():
         "mutnas evolve: argument --population: expected an integer > 0, got '-2' "
         "(see mutnas evolve --help)"
     )
+
+
+def test_processes_evaluator_from_the_command_line_gives_the_serial_front(tmp_path):
+    fronts = {}
+    for evaluator in ("serial", "processes"):
+        status, out, err = run(
+            "evolve", *TINY, "--evaluator", evaluator, "--workers", "1", "--quiet",
+            "--run-dir", tmp_path / evaluator,
+        )  # fmt: skip
+        assert status == 0, err
+        fronts[evaluator] = out.split(":\n", 1)[1].split("plots:")[0]
+    assert fronts["processes"] == fronts["serial"]
+    options = json.loads((tmp_path / "processes" / "cli.json").read_text())
+    assert options["evaluator"] == "processes" and options["asynchronous"] is False
