@@ -88,10 +88,10 @@ def restricted_loads(data: bytes, *, source: str = "<bytes>") -> Any:
         >>> import pickle, numpy as np
         >>> restricted_loads(pickle.dumps({b"data": np.zeros(2, np.uint8)}))
         {b'data': array([0, 0], dtype=uint8)}
-        >>> restricted_loads(pickle.dumps(print))
+        >>> restricted_loads(pickle.dumps(eval))
         Traceback (most recent call last):
         ...
-        evolve.errors.DatasetError: refusing to unpickle builtins.print from <bytes>: ...
+        evolve.errors.DatasetError: refusing to unpickle builtins.eval from <bytes>: ...
     """
     try:
         return _RestrictedUnpickler(io.BytesIO(data), source).load()
