@@ -19,7 +19,7 @@ from mutnas.graph import Graph, _inconsistency
 from mutnas.problem import SizeProblem
 from mutnas.segments import NEW, OLD, REWIRED, Partition, is_extra
 from mutnas.solve import Solution
-from mutnas.vertex import ADD, INVARIANT, Vertex
+from mutnas.vertex import ADD, INPUT, INVARIANT, Vertex
 
 __all__ = ["Edits", "commit", "decode", "positional"]
 
@@ -155,6 +155,18 @@ def commit(
 ) -> Change:
     """Apply the solution to the graph and return the change record (all or nothing)."""
     maps, copies = decode(partition, problem, solution, edits)
+    moved = [
+        v
+        for v in partition.order
+        if v.fixed and v.kind != INPUT and not is_identity(maps[v.name], v.nout)
+    ]
+    if moved:  # a structural edit rewired the slots a fixed vertex carries
+        described = ", ".join(f"{v.name!r} ({v.nout} -> {len(maps[v.name])})" for v in moved)
+        raise SizeError(
+            f"{kind} would change the neurons of fixed vertex {described}; fixed vertices "
+            f"(graph outputs, pinned layers) keep theirs, so change another edge or layer",
+            [v.name for v in moved],
+        )
     change = Change(kind)
     old_groups = {b.vertex: graph[b.vertex].groups for b in partition.groups}
     widths = {b.vertex: b.width_out for b in partition.groups}

@@ -643,6 +643,20 @@ class TestConnect:
         assert "c" in err.vertices
         assert isinstance(err, mn.SizeError)
 
+    def test_into_a_concat_feeding_a_fixed_vertex_refuses(self, refuse, mutate):
+        """Regression: the new edge's neurons flowed into the fixed output (2 -> 4)."""
+        g = mn.Graph()
+        x = g.input(2, name="x")
+        a = g.absorb(x, nout=2, name="a")
+        c = g.concat(g.absorb(a, nout=2, name="b"), name="c")
+        g.set_outputs(g.invariant(c, name="out", fixed=True))
+        err = refuse(g, mn.connect, a, c, match=r"^connect would change the neurons of fixed "
+                     r"vertex 'out' \(2 -> 4\); fixed vertices \(graph outputs")  # fmt: skip
+        assert err.vertices == ("out",)
+        g["out"].fixed = False
+        mutate(g, mn.connect, a, c)
+        assert g["out"].nout == 4
+
 
 class TestDisconnect:
     def test_from_concat_drops_exactly_its_columns(self, mutate):
@@ -681,6 +695,13 @@ class TestDisconnect:
         change = mutate(g, mn.disconnect, "a", s)
         assert [v.name for v in s.inputs] == ["b"] and not change.outputs
         assert g["a"].outputs == []
+
+    def test_from_a_concat_feeding_a_fixed_vertex_refuses(self, refuse):
+        g = mn.Graph()
+        x = g.input(3, name="x")
+        c = g.concat(g.absorb(x, nout=4, name="a"), g.absorb(x, nout=2, name="b"), name="c")
+        g.set_outputs(g.invariant(c, name="out", fixed=True))
+        refuse(g, mn.disconnect, "a", c)  # the fixed output keeps a's 4 neurons
 
     def test_refusals(self, refuse):
         g = mn.Graph()
