@@ -9,6 +9,8 @@ activation.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import fx, nn
 
@@ -99,6 +101,27 @@ def _insert_node(mm, after: fx.Node, target: str, ref: Ref) -> fx.Node:
     node.meta = dict(after.meta)
     mm.refs[node.name] = ref
     return node
+
+
+def _retarget(mm, old: str, new: str) -> None:
+    """Point channel references and code literals from vertex ``old`` (removed) to ``new``.
+
+    Nodes after a removed vertex carry its channels under its name (an activation after a
+    BatchNorm, a flatten after a Conv); the core reconnected them to ``new``.
+    """
+
+    def swap(value):
+        if isinstance(value, Ref):
+            return dataclasses.replace(value, vertex=new) if value.vertex == old else value
+        if isinstance(value, (list, tuple)):
+            return type(value)(swap(item) for item in value)
+        return value
+
+    for node, value in mm.refs.items():
+        mm.refs[node] = swap(value)
+    for literal in mm.literals:
+        if literal.vertex == old:
+            literal.vertex = new
 
 
 def _finish(mm) -> None:
@@ -295,6 +318,8 @@ def remove_layer(mm, name: str) -> mn.Change:
     change = mm.graph.remove(name)
     node.replace_all_uses_with(source)
     mm.module.graph.erase_node(node)
+    mm.refs.pop(node.name, None)
+    _retarget(mm, name, ref_in.vertex)
     binding = mm.bindings.pop(name, None)
     mm.apply(change)
     if binding is not None and binding.module:
@@ -413,6 +438,8 @@ def _drop_dead(mm) -> None:
     """Delete vertices nothing reads any more (in the core and the model)."""
     _finish(mm)
     alive = {n.name for n in mm.module.graph.nodes}
+    for node in [node for node in mm.refs if node not in alive]:
+        del mm.refs[node]
     changed = True
     while changed:
         changed = False
@@ -424,7 +451,9 @@ def _drop_dead(mm) -> None:
                 mm.bindings.pop(v.name, None)
                 changed = True
             elif v.kind == "add" and len(v.inputs) == 1 and dead_node:
+                survivor = v.inputs[0].name
                 change = mm.graph.remove(v.name)
+                _retarget(mm, v.name, survivor)
                 mm.bindings.pop(v.name, None)
                 mm.history.append(change)
                 changed = True

@@ -412,3 +412,50 @@ def test_disconnect_refuses_a_missing_edge_or_the_last_input():
         error=mn.GraphError,
         match="cannot disconnect the only input of 'c'",
     )
+
+
+def stale_names(mm: mt.MutableModel) -> list[str]:
+    """Nodes whose channel reference names a vertex the graph no longer has."""
+    return [
+        node
+        for node, ref in mm.refs.items()
+        if isinstance(ref, mt.analyze.Ref) and ref.vertex not in mm.graph
+    ] + [lit.node for lit in mm.literals if lit.vertex not in mm.graph]
+
+
+class ViewHead(nn.Module):
+    """conv -> bn -> relu -> view with a literal feature count -> linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.head = nn.Linear(4 * 64, 2)
+
+    def forward(self, x):
+        h = torch.relu(self.bn(self.conv(x)))
+        return self.head(h.reshape(-1, 4 * 64))
+
+
+def test_remove_layer_hands_its_channels_to_its_input():
+    """Regression: the relu and the reshape literal still named the removed BatchNorm, so
+    later mutations failed with ``KeyError: no vertex named 'bn'``."""
+    torch.manual_seed(0)
+    mm = mt.mutable(ViewHead().eval(), IMAGE)
+    assert {lit.vertex for lit in mm.literals} == {"bn"}
+    mm.remove_layer("bn")
+    assert stale_names(mm) == []
+    assert mm.refs["relu"].vertex == "conv"
+    assert {lit.vertex for lit in mm.literals} == {"conv"}
+    mm.resize("conv", 2)  # follows through the reshape literal: 6 * 64 features
+    assert mm.module.head.in_features == 6 * 64 and mm(IMAGE).shape == (2, 2)
+    mm.verify()
+
+
+def test_disconnect_to_one_operand_hands_the_add_channels_on():
+    mm = merges()
+    mm.disconnect("c", "add")  # the add of one operand is removed from the graph
+    assert "add" not in mm.graph and stale_names(mm) == []
+    mm.resize("a", 3)
+    assert mm.module.e.in_channels == 16
+    mm.verify()
