@@ -27,6 +27,7 @@ class SizeError(MutnasError):
     """
 
     def __init__(self, message: str, vertices: Iterable[str] = ()):
+        self.message = message  # without the list of vertices
         self.vertices = tuple(vertices)
         shown = ", ".join(repr(v) for v in self.vertices[:12])
         if len(self.vertices) > 12:

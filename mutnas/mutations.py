@@ -629,6 +629,24 @@ def disconnect(
             f"cannot disconnect the only input of {target.name!r}; remove the vertex instead"
         )
     position = target.inputs.index(source)
+    try:
+        return _disconnect(graph, source, target, position, utility, solver)
+    except SizeError as err:
+        if type(err) is not SizeError:
+            raise
+        message = err.message.replace(
+            f" (requested: '<{source.name} removed>' -> 0)",
+            f" once the {source.nout} neurons of {source.name!r} leave {target.name!r}",
+        )
+        raise SizeError(
+            f"cannot disconnect {source.name!r} -> {target.name!r}: {message}",
+            dict.fromkeys(
+                [source.name, target.name, *(n for n in err.vertices if not n.startswith("<"))]
+            ),
+        ) from None
+
+
+def _disconnect(graph, source, target, position, utility, solver) -> Change:
     undo = _Structure(graph, [source, target])
     if target.kind != CONCAT:
         del target.inputs[position]

@@ -101,6 +101,14 @@ def _infeasible(problem: SizeProblem, comp: Component) -> SizeError:
     names = comp.vertices() or [problem.partition.find(problem.classes[comp.classes[0]].key)[0]]
     wanted = [f"{t.vertex!r} -> {value}" for t, value in comp.targets + comp.relaxed]
     detail = f" (requested: {', '.join(wanted)})" if wanted else ""
+    classes = set(comp.classes)
+    fixed = [
+        repr(v.name)
+        for v in problem.partition.order
+        if v.fixed and v.inputs and classes & set(problem.terms[v.name].coef)
+    ]
+    if fixed:
+        detail += f"; fixed vertices that keep their neurons: {', '.join(fixed)}"
     return SizeError(f"no sizes satisfy every constraint{detail}", names)
 
 
