@@ -13,7 +13,7 @@ from evolve.algorithm import GeneticAlgorithm
 from evolve.callbacks import Callback
 from evolve.components import build, describe
 from evolve.config import Hyperparams, TrainingConfig
-from evolve.data import as_splits, load_dataset
+from evolve.data import DataSplits, as_splits, load_dataset
 from evolve.defaults import default_crossovers, default_mutation, default_objectives
 from evolve.errors import ConfigError
 from evolve.evaluator import Evaluator, SerialEvaluator
@@ -31,12 +31,16 @@ _CONFIG_VERSION = 1
 
 
 def _splits(train, valid, task, seed, valid_fraction):
+    """The splits, the dataset record, and ``valid_fraction`` if it made the split (else None)."""
     if isinstance(train, str):
         if valid is not None:
             raise ConfigError("a dataset name brings its own validation split: do not pass valid=")
         dataset = {"name": train, "seed": seed, "valid_fraction": valid_fraction}
-        return load_dataset(train, seed=seed, valid_fraction=valid_fraction), dataset
-    return as_splits(train, valid=valid, task=task, seed=seed, valid_fraction=valid_fraction), None
+        splits = load_dataset(train, seed=seed, valid_fraction=valid_fraction)
+        return splits, dataset, valid_fraction
+    carved = valid is None and not isinstance(train, DataSplits)
+    splits = as_splits(train, valid=valid, task=task, seed=seed, valid_fraction=valid_fraction)
+    return splits, None, valid_fraction if carved else None
 
 
 def _unknown(kwargs: Mapping[str, Any]) -> None:
@@ -135,7 +139,7 @@ def fit(
     _check_generations(generations)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
-    splits, dataset = _splits(train, valid, task, seed, valid_fraction)
+    splits, dataset, valid_fraction = _splits(train, valid, task, seed, valid_fraction)
     objective_set = ObjectiveSet(objectives or default_objectives(splits.task), weights)
     training = training or TrainingConfig()
     problem = Problem(splits, objective_set, training, device=device)
@@ -213,7 +217,7 @@ def _check_generations(generations) -> None:
         raise ConfigError(f"generations must be an integer >= 1, got {generations!r}")
 
 
-def _config(algorithm, problem: Problem, seed: int, dataset, valid_fraction: float) -> dict:
+def _config(algorithm, problem: Problem, seed: int, dataset, valid_fraction: float | None) -> dict:
     objs = problem.objectives
     return {
         "version": _CONFIG_VERSION,
@@ -288,8 +292,9 @@ def resume(
             f"the run in {run_dir} used your own data: pass it again, resume(run_dir, train, valid)"
         )
     else:
+        fraction = data["valid_fraction"] or 0.1  # None: the run was given its split
         splits = as_splits(
-            train, valid=valid, task=data["task"], seed=seed, valid_fraction=data["valid_fraction"]
+            train, valid=valid, task=data["task"], seed=seed, valid_fraction=fraction
         )
     objectives = ObjectiveSet(
         [build(o, extra=extra) for o in config["objectives"]], config["weights"]

@@ -14,6 +14,7 @@ from torch import nn
 
 import mutnas_torch as mt
 from evolve.cli import main
+from evolve.data import load_dataset
 
 TINY = ["--dataset", "digits", "--population", "2", "--generations", "1", "--epochs", "0.1"]
 
@@ -117,8 +118,16 @@ def test_search_report_retrain_export_end_to_end(run_dir, tmp_path):
 
 
 def test_resume_extends_a_run(tmp_path):
-    status, _, err = run("evolve", *TINY, "--quiet", "--run-dir", tmp_path)
+    status, _, err = run(
+        "evolve", *TINY, "--valid-fraction", "0.25", "--quiet", "--run-dir", tmp_path
+    )
     assert status == 0, err
+    assert json.loads((tmp_path / "cli.json").read_text())["valid_fraction"] == 0.25
+    data = json.loads((tmp_path / "config.json").read_text())["data"]
+    expected = load_dataset("digits", valid_fraction=0.25, seed=0)
+    assert data["n_valid"] == len(expected.valid) > len(load_dataset("digits", seed=0).valid)
+    assert data["valid_fraction"] is None  # the command made the split, not fit()
+    # resume reloads the same split (the data fingerprint would not match otherwise)
     status, out, err = run("resume", tmp_path, "--generations", "2", "--quiet")
     assert status == 0, err
     assert "Pareto front after 2 generations" in out
@@ -210,6 +219,10 @@ def test_user_model_with_the_wrong_input_shape(tmp_path):
         (["evolve", "--generations", "0"], "argument --generations: expected an integer > 0"),
         (["evolve", "--epochs", "nan"], "argument --epochs: expected a number > 0"),
         (["evolve", "--evaluator", "gpu"], "argument --evaluator: invalid choice: 'gpu'"),
+        (
+            ["evolve", "--valid-fraction", "1"],
+            "--valid-fraction: expected a number between 0 and 1",
+        ),
         (["evolve", "--frobnicate"], "unrecognized arguments: --frobnicate"),
         (["export", "runs/x"], "the following arguments are required: --model"),
     ],

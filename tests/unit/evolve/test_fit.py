@@ -9,6 +9,7 @@ import torch
 from evolve_helpers import signals
 
 import evolve
+from evolve.data import as_splits
 from evolve.errors import ConfigError
 
 TINY = {
@@ -59,6 +60,19 @@ def test_callbacks_and_run_dir_arrive(tmp_path):
     )
     config = json.loads((run / "config.json").read_text())
     assert config["seed"] == 0 and config["algorithm"]["params"]["pop_size"] == 3
+
+
+@pytest.mark.parametrize("given", ["arrays", "splits"])
+def test_config_records_the_validation_share_only_when_fit_made_the_split(tmp_path, given):
+    data = signals() if given == "arrays" else as_splits(signals(), valid_fraction=0.3)
+    evolve.fit(data, valid_fraction=0.25, run_dir=tmp_path, **{**TINY, "generations": 1})
+    recorded = json.loads((tmp_path / "config.json").read_text())["data"]
+    assert recorded["valid_fraction"] == (0.25 if given == "arrays" else None)
+    assert recorded["n_valid"] == len(as_splits(data, valid_fraction=0.25).valid)
+    result = evolve.resume(
+        tmp_path, data, termination=evolve.MaxGenerationsTermination(2), progress=False
+    )
+    assert result.n_generations == 2
 
 
 def test_result_holds_trained_modules_and_their_scores():
