@@ -62,13 +62,28 @@ def layer_output(mm, vertex: str) -> Point | None:
 
 
 def _adaptive_pool_after(point: Point) -> bool:
-    node = point.node.next
+    """Whether every path from ``point`` meets an adaptive pool before anything that needs
+    the old spatial size: a merge (add, cat, mul) with a tensor that was not pooled too,
+    a flatten into a fixed-size layer, or the graph output."""
     root = point.node.graph.owning_module
+    pooled, reached = {point.node}, False
+    node = point.node.next
     while node.op != "output":
-        if node.op == "call_module" and isinstance(root.get_submodule(node.target), _ADAPTIVE):
-            return True
+        inputs = node.all_input_nodes
+        if any(a in pooled for a in inputs):
+            if node.op == "call_module" and isinstance(root.get_submodule(node.target), _ADAPTIVE):
+                reached = True  # its output no longer depends on the input's size
+            elif any(a not in pooled and _spatial(a) for a in inputs):
+                return False
+            else:
+                pooled.add(node)
         node = node.next
-    return False
+    return reached and not any(a in pooled for a in node.all_input_nodes)
+
+
+def _spatial(node: fx.Node) -> bool:
+    shape = node_shape(node)
+    return shape is not None and len(shape) >= 3
 
 
 def can_insert(kind: str, point: Point | None) -> bool:

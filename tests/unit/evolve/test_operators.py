@@ -15,8 +15,10 @@ from hypothesis import strategies as st
 
 import evolve
 import mutnas as mn
+import mutnas_torch as mt
 from evolve.candidate import Candidate
 from evolve.errors import CandidateFailedError, ConfigError
+from evolve.operators import fx_edits
 from evolve.operators.fx_mutations import resize_kernel
 
 SHAPES = {"conv1d": (3, 1, 16), "mlp": (3, 5), "conv2d": (3, 2, 8, 8)}
@@ -148,6 +150,41 @@ def test_pool_insertion_halves_downstream_length():
     assert evolve.objectives.count_flops(child.model, torch.zeros(1, 1, 16)) < (
         evolve.objectives.count_flops(parent.model, torch.zeros(1, 1, 16))
     )
+
+
+class _SkipOverPoint(torch.nn.Module):
+    """stem -> a -> b, then b + stem: pooling after a or b would break the add."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv1d(1, 4, 3, padding=1)
+        self.a = torch.nn.Conv1d(4, 4, 3, padding=1)
+        self.b = torch.nn.Conv1d(4, 4, 3, padding=1)
+        self.c = torch.nn.Conv1d(4, 4, 3, padding=1)
+        self.pool = torch.nn.AdaptiveAvgPool1d(2)
+        self.head = torch.nn.Linear(8, 2)
+
+    def forward(self, x):
+        h = torch.relu(self.stem(x))
+        h = self.b(torch.relu(self.a(h))) + h
+        return self.head(self.pool(self.c(h)).flatten(1))
+
+
+def test_pool_is_only_offered_where_every_path_reaches_the_adaptive_pool():
+    """Regression: a pool inside a residual block made the add fail (20 vs 10), a refused
+    candidate in every MNIST-1D search."""
+    mm = mt.mutable(_SkipOverPoint(), torch.zeros(1, 1, 16))
+    fits = {
+        name: fx_edits.can_insert("pool", fx_edits.layer_output(mm, name))
+        for name in ("stem", "a", "b", "c")
+    }
+    # c's output point is after the adaptive pool (channels pass through it): nothing to gain
+    assert fits == {"stem": True, "a": False, "b": False, "c": False}
+    parent = Candidate(0, mm)
+    for seed in range(4):  # never refused: only the stem is offered
+        child = evolve.AddLayerMutation(("pool",)).do(parent, np.random.default_rng(seed))
+        assert child.mutations[0] == "add pool after stem"
+        assert child.model(torch.zeros(3, 1, 16)).shape == (3, 2)
 
 
 def test_remove_layer_removes_activation_modules_too():
