@@ -64,12 +64,15 @@ def generation_line(record: dict, progress: float) -> str:
         >>> generation_line({"generation": 2, "n_ok": 7, "n_candidates": 8, "n_failed": 1,
         ...                  "n_culled": 0, "best": {"accuracy": 0.91}, "hypervolume": 0.5,
         ...                  "front_size": 3, "seconds": 12.0}, 0.3)
-        'gen 2 (30%): 7/8 ok, 1 failed, 0 culled | best accuracy=0.91 | front 3, hv 0.5 | 12.0 s'
+        'gen 2 (30%): 7/8 ok, 1 failed, 0 culled | best per objective: accuracy=0.91 | front 3, hv 0.5 | 12.0 s'
+
+    Each objective's best is its own candidate's (the most accurate model is rarely the
+    one with the fewest FLOPs); the front holds the trade-offs.
     """
-    best = " ".join(f"{k}={_fmt(v)}" for k, v in record.get("best", {}).items())
+    best = ", ".join(f"{k}={_fmt(v)}" for k, v in record.get("best", {}).items())
     return (
         f"gen {record['generation']} ({progress:.0%}): {record['n_ok']}/{record['n_candidates']} ok, "
-        f"{record['n_failed']} failed, {record['n_culled']} culled | best {best} | "
+        f"{record['n_failed']} failed, {record['n_culled']} culled | best per objective: {best} | "
         f"front {record['front_size']}, hv {_fmt(record['hypervolume'])} | "
         f"{record.get('seconds', 0.0):.1f} s"
     )
