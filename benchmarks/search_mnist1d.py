@@ -49,6 +49,7 @@ from torch import nn
 import evolve
 from evolve.data import load_dataset
 from evolve.objectives import count_flops
+from evolve.parallel import ProcessEvaluator
 from evolve.training import predict
 
 FLOP_BUDGET = 63_500
@@ -61,6 +62,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--minutes", type=float, default=60.0, help="wall time of the search")
     parser.add_argument("--population", type=int, default=12)
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="evaluate candidates in this many worker processes (one thread each); 1: serial",
+    )
     parser.add_argument("--reference-steps", type=int, default=6000)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--run-dir", type=Path, default=None)
@@ -124,8 +131,11 @@ def train_reference(splits, seed: int, steps: int) -> dict:
 
 
 def search(splits, args: argparse.Namespace, run_dir: Path) -> evolve.SearchResult:
+    evaluator = (
+        ProcessEvaluator(n_workers=args.workers, threads=args.threads) if args.workers > 1 else None
+    )
     if args.resume and (run_dir / "state.json").exists():
-        return evolve.resume(run_dir, splits, progress=None)
+        return evolve.resume(run_dir, splits, progress=None, evaluator=evaluator)
     space = evolve.SearchSpace(
         widths=(8, 12, 16, 24, 32),
         min_depth=2,
@@ -154,6 +164,7 @@ def search(splits, args: argparse.Namespace, run_dir: Path) -> evolve.SearchResu
         training=training,
         hparams=evolve.Hyperparams("adam", lr=1e-2, batch_size=64),
         device="cpu",
+        evaluator=evaluator,
     )
 
 
@@ -245,7 +256,8 @@ def _seed_section(r: dict) -> list[str]:
     lines = [
         "",
         f"## Seed {r['seed']}: Pareto front ({r['machine']}, torch {r['torch']}, "
-        f"{r['threads']} thread(s))",
+        f"{r['threads']} thread(s)"
+        + (f" in each of {r['workers']} worker processes)" if r.get("workers", 1) > 1 else ")"),
         "",
         f"`{r['command']}`" if "command" in r else "",
         "",
@@ -359,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()} {platform.processor() or platform.system()}",
         "torch": torch.__version__,
         "threads": args.threads,
+        "workers": args.workers,
         "run_dir": str(run_dir),
     }
     folder = args.out / "search_mnist1d"
