@@ -127,6 +127,9 @@ def _retarget(mm, old: str, new: str) -> None:
 def _finish(mm) -> None:
     graph = mm.module.graph
     graph.eliminate_dead_code()
+    alive = {n.name for n in graph.nodes}
+    for node in [node for node in mm.refs if node not in alive]:
+        del mm.refs[node]  # erased nodes keep no channel references
     graph.lint()
     mm.module.delete_all_unused_submodules()
     mm.module.recompile()
@@ -438,8 +441,6 @@ def _drop_dead(mm) -> None:
     """Delete vertices nothing reads any more (in the core and the model)."""
     _finish(mm)
     alive = {n.name for n in mm.module.graph.nodes}
-    for node in [node for node in mm.refs if node not in alive]:
-        del mm.refs[node]
     changed = True
     while changed:
         changed = False
