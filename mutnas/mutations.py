@@ -634,16 +634,24 @@ def disconnect(
     except SizeError as err:
         if type(err) is not SizeError:
             raise
+        placeholder = _removed_name(source)  # the request _disconnect_concat makes
         message = err.message.replace(
-            f" (requested: '<{source.name} removed>' -> 0)",
+            f" (requested: {placeholder!r} -> 0)",
             f" once the {source.nout} neurons of {source.name!r} leave {target.name!r}",
         )
         raise SizeError(
             f"cannot disconnect {source.name!r} -> {target.name!r}: {message}",
-            dict.fromkeys(
-                [source.name, target.name, *(n for n in err.vertices if not n.startswith("<"))]
-            ),
+            [
+                n
+                for n in dict.fromkeys([source.name, target.name, *err.vertices])
+                if n != placeholder
+            ],
         ) from None
+
+
+def _removed_name(source: Vertex) -> str:
+    """The placeholder that stands for ``source``'s slots while a concat drops them."""
+    return f"<{source.name} removed>"
 
 
 def _disconnect(graph, source, target, position, utility, solver) -> Change:
@@ -680,7 +688,7 @@ def _disconnect_concat(graph, undo, source, target, position, utility, solver) -
     Whatever was aligned with the removed slots (through adds downstream) then drops
     exactly those slots, instead of being paired up by position.
     """
-    placeholder = Vertex(graph, f"<{source.name} removed>", ABSORB, source.nout, [], min_nout=0)
+    placeholder = Vertex(graph, _removed_name(source), ABSORB, source.nout, [], min_nout=0)
     target.inputs[position] = placeholder
     placeholder.outputs.append(target)
     source.outputs.remove(target)
