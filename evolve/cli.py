@@ -73,9 +73,16 @@ class _HelpShown(Exception):
 
 
 # ----------------------------------------------------------------------------- values
-def _number(kind: type, *, minimum: float, strict: bool) -> Callable[[Any], Any]:
+def _number(
+    kind: type, *, minimum: float, strict: bool, below: float | None = None
+) -> Callable[[Any], Any]:
+    """A converter to ``kind`` checking ``value > minimum`` (``>=`` unless ``strict``) and,
+    with ``below``, ``value < below``."""
     word = "an integer" if kind is int else "a number"
-    bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+    if below is not None:
+        bound = f"between {minimum:g} and {below:g}"
+    else:
+        bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
 
     def convert(text: Any) -> Any:
         try:
@@ -84,7 +91,8 @@ def _number(kind: type, *, minimum: float, strict: bool) -> Callable[[Any], Any]
                 raise ValueError
         except (TypeError, ValueError):
             raise argparse.ArgumentTypeError(f"expected {word} {bound}, got {text!r}") from None
-        if value < minimum or (strict and value == minimum) or not math.isfinite(value):
+        too_high = below is not None and not value < below
+        if value < minimum or (strict and value == minimum) or too_high or not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"expected {word} {bound}, got {text!r}")
         return value
 
@@ -92,19 +100,10 @@ def _number(kind: type, *, minimum: float, strict: bool) -> Callable[[Any], Any]
     return convert
 
 
-def _fraction(text: Any) -> float:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
-    return value
-
-
 _positive_int = _number(int, minimum=0, strict=True)
 _natural = _number(int, minimum=0, strict=False)
 _positive_float = _number(float, minimum=0, strict=True)
+_fraction = _number(float, minimum=0, strict=True, below=1)
 
 
 def _objectives(text: Any) -> list[str]:
@@ -218,7 +217,8 @@ def _load_data(options: dict[str, Any]):
     from evolve.data import load_dataset
 
     kwargs: dict[str, Any] = {"seed": options["seed"]}
-    kwargs["valid_fraction"] = options.get("valid_fraction", 0.1)  # older runs lack it
+    default = _EVOLVE_OPTIONS["valid_fraction"][1]
+    kwargs["valid_fraction"] = options.get("valid_fraction", default)  # older runs lack it
     if options.get("data_dir") is not None:
         kwargs["root"] = options["data_dir"]
     if options.get("limit") is not None:
