@@ -131,9 +131,13 @@ def train_reference(splits, seed: int, steps: int) -> dict:
 
 
 def search(splits, args: argparse.Namespace, run_dir: Path) -> evolve.SearchResult:
-    evaluator = (
-        ProcessEvaluator(n_workers=args.workers, threads=args.threads) if args.workers > 1 else None
-    )
+    if args.workers <= 1:
+        return _search(splits, args, run_dir, None)
+    with ProcessEvaluator(n_workers=args.workers, threads=args.threads) as evaluator:
+        return _search(splits, args, run_dir, evaluator)  # workers stop before the report
+
+
+def _search(splits, args, run_dir: Path, evaluator) -> evolve.SearchResult:
     if args.resume and (run_dir / "state.json").exists():
         return evolve.resume(run_dir, splits, progress=None, evaluator=evaluator)
     space = evolve.SearchSpace(
