@@ -16,7 +16,7 @@ import numpy as np
 
 from mutnas.apply import Edits, commit
 from mutnas.change import Change
-from mutnas.errors import GraphError, SizeError
+from mutnas.errors import GraphError, SizeError, infeasible_message
 from mutnas.graph import Graph, VertexLike
 from mutnas.problem import SizeProblem
 from mutnas.segments import Partition, find_participants
@@ -635,10 +635,11 @@ def disconnect(
         if type(err) is not SizeError:
             raise
         placeholder = _removed_name(source)  # the request _disconnect_concat makes
-        message = err.message.replace(
-            f" (requested: {placeholder!r} -> 0)",
-            f" once the {source.nout} neurons of {source.name!r} leave {target.name!r}",
-        )
+        requested = {v: n for v, n in err.requested.items() if v != placeholder}
+        message = err.message
+        if placeholder in err.requested:  # the solver's message: say what the request meant
+            context = f" once the {source.nout} neurons of {source.name!r} leave {target.name!r}"
+            message = infeasible_message(requested, err.fixed, context)
         raise SizeError(
             f"cannot disconnect {source.name!r} -> {target.name!r}: {message}",
             [
@@ -646,6 +647,8 @@ def disconnect(
                 for n in dict.fromkeys([source.name, target.name, *err.vertices])
                 if n != placeholder
             ],
+            requested=requested,
+            fixed=err.fixed,
         ) from None
 
 

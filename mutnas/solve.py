@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mutnas.errors import SizeError, SolverError
+from mutnas.errors import SizeError, SolverError, infeasible_message
 from mutnas.problem import Component, SizeProblem, SizeTerm, Weights
 
 __all__ = ["Solution", "SolverOptions", "solve"]
@@ -99,17 +99,15 @@ def solve(problem: SizeProblem, options: SolverOptions) -> Solution:
 
 def _infeasible(problem: SizeProblem, comp: Component) -> SizeError:
     names = comp.vertices() or [problem.partition.find(problem.classes[comp.classes[0]].key)[0]]
-    wanted = [f"{t.vertex!r} -> {value}" for t, value in comp.targets + comp.relaxed]
-    detail = f" (requested: {', '.join(wanted)})" if wanted else ""
+    requested = {t.vertex: value for t, value in comp.targets + comp.relaxed}
     classes = set(comp.classes)
     fixed = [
-        repr(v.name)
+        v.name
         for v in problem.partition.order
         if v.fixed and v.inputs and classes & set(problem.terms[v.name].coef)
     ]
-    if fixed:
-        detail += f"; fixed vertices that keep their neurons: {', '.join(fixed)}"
-    return SizeError(f"no sizes satisfy every constraint{detail}", names)
+    message = infeasible_message(requested, fixed)
+    return SizeError(message, names, requested=requested, fixed=fixed)
 
 
 # ---------------------------------------------------------------- closed form

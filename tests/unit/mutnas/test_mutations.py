@@ -100,7 +100,7 @@ class TestResize:
     def test_exact_infeasible_raises_with_vertices(self, refuse):
         g = residual()
         err = refuse(g, mn.resize, "c", 1, match=r"no sizes satisfy every constraint")
-        assert "'c' -> 9" in str(err)
+        assert "'c' -> 9" in str(err) and err.requested == {"c": 9} and err.fixed == ()
         assert "a" in err.vertices
         assert isinstance(err, mn.MutnasError) and not isinstance(err, mn.SolverError)
 
@@ -705,6 +705,7 @@ class TestDisconnect:
                      r"satisfy every constraint once the 4 neurons of 'a' leave 'c'; fixed "
                      r"vertices that keep their neurons: 'out' \[vertices: 'a', 'c'")  # fmt: skip
         assert "<" not in str(err)
+        assert err.requested == {} and err.fixed == ("out",)
 
     def test_refusals(self, refuse):
         g = mn.Graph()
