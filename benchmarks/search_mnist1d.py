@@ -106,7 +106,9 @@ def _tensors(dataset) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    return (predict(model, x).argmax(dim=1) == y).float().mean().item()
+    """Correct predictions over samples, divided in Python: 950 of 1,000 is exactly 0.95 (a
+    float32 mean gives 0.94999999, which read as a miss of the 95 % target)."""
+    return int((predict(model, x).argmax(dim=1) == y).sum()) / len(y)
 
 
 def train_reference(splits, seed: int, steps: int) -> dict:
@@ -252,7 +254,8 @@ def _pct(x: float) -> str:
 
 def _summary_row(r: dict) -> str:
     best, chosen = _best_in_budget(r), _best_in_budget(r, "valid_accuracy")
-    ok = best is not None and best["test_accuracy"] >= TARGET_ACCURACY
+    # test accuracies of runs before the fix to ``accuracy`` were float32 means: 0.94999999
+    ok = best is not None and round(best["test_accuracy"], 6) >= TARGET_ACCURACY
     head = f"| {r['seed']} | {r['search_minutes']:.1f} | {r['generations']} | {r['candidates']} | "
     ref = f"{_pct(r['reference']['test_accuracy'])} | {'yes' if ok else 'no'} |"
     if best is None:
