@@ -358,7 +358,7 @@ def _first_infeasible(problem, comps, options) -> SizeError:
         model += pulp.lpSum(builder.objective)
         if _run(model, options) == "infeasible":
             return _infeasible(problem, comp)
-    return SizeError("no sizes satisfy every constraint", [n for c in comps for n in c.vertices()])
+    return SizeError(infeasible_message({}, ()), [n for c in comps for n in c.vertices()])
 
 
 class _MilpBuilder:
