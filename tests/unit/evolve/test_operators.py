@@ -56,6 +56,19 @@ EXACT = [
     evolve.AddEdgeMutation(connect_prob=0.0),
     evolve.KernelSizeMutation((9, 11)),
 ]
+# What each operator writes first in ``child.mutations`` when it applies.
+VERBS = {
+    "ResizeMutation": ("resize ",),
+    "AddLayerMutation": ("add ",),
+    "RemoveLayerMutation": ("remove ",),
+    "AddEdgeMutation": ("add residual", "connect "),
+    "RemoveEdgeMutation": ("disconnect ",),
+    "KernelSizeMutation": ("kernel ",),
+    "ActivationMutation": ("activation ",),
+    "LearningRateMutation": ("lr ",),
+    "BatchSizeMutation": ("batch_size ",),
+    "OptimizerMutation": ("optimizer ",),
+}
 PROPERTY = settings(
     max_examples=6, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
 )
@@ -85,8 +98,43 @@ def test_child_is_a_valid_runnable_model(operator, model, seed):
         _, after = _outputs(child.model, kind)
         assert after.shape == before.shape and torch.isfinite(after).all()
         if child.mutations:
+            assert child.mutations[0].startswith(VERBS[type(operator).__name__]), child.mutations
             assert child.fingerprint() != parent.fingerprint()
     assert torch.equal(_outputs(parent.model, kind)[1], before)  # the parent is untouched
+
+
+def _applies_to(operator, kind: str, residual: bool) -> bool:
+    """Whether the parent has anything the operator could change."""
+    name = type(operator).__name__
+    if name == "RemoveEdgeMutation":
+        return residual  # only the residual variants have an add to disconnect
+    if name == "KernelSizeMutation":
+        return kind != "mlp"
+    return True
+
+
+@pytest.mark.parametrize("operator", OPERATORS + EXACT, ids=lambda o: type(o).__name__)
+def test_operators_apply_on_most_parents(operator):
+    """A refusal is a clean outcome, but an operator that always refuses must fail here:
+    over every parent it applies to, at least 80 % of the draws change the child, and the
+    child records what was done."""
+    applied, draws = 0, 0
+    for kind in sorted(BUILDERS):
+        for residual in (False, True):
+            if not _applies_to(operator, kind, residual):
+                continue
+            for seed in range(3):
+                parent = parent_of(kind, residual, seed % 2)
+                draws += 1
+                try:
+                    child = operator.do(parent, np.random.default_rng(seed))
+                except CandidateFailedError:
+                    continue
+                if child.mutations:
+                    assert child.mutations[0].startswith(VERBS[type(operator).__name__])
+                    assert child.fingerprint() != parent.fingerprint()
+                    applied += 1
+    assert applied >= 0.8 * draws, f"{type(operator).__name__} applied {applied} of {draws}"
 
 
 @pytest.mark.parametrize("operator", EXACT, ids=lambda o: type(o).__name__)
@@ -97,6 +145,10 @@ def test_function_preserving_operators_keep_outputs(operator, model, seed):
     parent = parent_of(kind, residual, model_seed)
     _, before = _outputs(parent.model, kind)
     child = operator.do(parent, np.random.default_rng(seed))
+    if _applies_to(operator, kind, residual):  # else there is nothing to preserve
+        assert child.mutations, f"{type(operator).__name__} did nothing"
+        assert child.mutations[0].startswith(VERBS[type(operator).__name__]), child.mutations
+        assert child.fingerprint() != parent.fingerprint()
     _, after = _outputs(child.model, kind)
     assert torch.allclose(after, before, atol=1e-5), child.mutations
 
