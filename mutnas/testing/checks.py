@@ -43,8 +43,9 @@ def check_change(before: dict[str, int], graph: Graph, change: Change) -> None:
         change: what the mutation returned.
 
     Checks: every map has the new size and points into the old size without repeats;
-    every edge that existed before reads exactly its producer's map; adds, invariants and
-    concats whose edges are all old are aligned with their inputs.
+    fixed vertices (inputs, pinned layers, fixed outputs) keep their size and every one of
+    their neurons in place; every edge that existed before reads exactly its producer's
+    map; adds, invariants and concats whose edges are all old are aligned with their inputs.
 
     Example:
         >>> import mutnas as mn
@@ -73,6 +74,10 @@ def check_change(before: dict[str, int], graph: Graph, change: Change) -> None:
         limit = before.get(v.name, change.nout_before.get(v.name, v.nout))
         assert np.all(kept < limit), f"{v.name}: map points past old size {limit}: {index}"
         assert len(np.unique(kept)) == len(kept), f"{v.name}: map repeats a neuron: {index}"
+        if v.fixed and v.name in before:
+            assert np.array_equal(index, np.arange(before[v.name])), (
+                f"fixed {v.kind} vertex {v.name!r} changed: {before[v.name]} neurons -> {index}"
+            )
         inputs = change.inputs.get(v.name)
         if inputs is not None:
             assert len(inputs) == len(v.inputs), f"{v.name}: {len(inputs)} input maps"

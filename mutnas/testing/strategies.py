@@ -57,6 +57,8 @@ def graphs(
     n_inputs: int = 1,
     kinds: tuple[str, ...] = _KINDS,
     constraints: bool = True,
+    fixed: bool = True,
+    outputs: bool = True,
 ) -> Graph:
     """Random DAGs mixing absorb, invariant, add and concat vertices.
 
@@ -67,6 +69,9 @@ def graphs(
         n_inputs: number of input vertices.
         kinds: vertex kinds to draw from.
         constraints: sometimes add ``multiple_of``, ``min_nout`` or ``groups``.
+        fixed: sometimes make a vertex ``fixed`` (its neurons may never change), as an
+            adapter pins a graph output or a layer it cannot follow.
+        outputs: sometimes declare some sinks as the graph outputs (``set_outputs``).
 
     Example:
         >>> from hypothesis import given, settings
@@ -95,25 +100,31 @@ def graphs(
         kind = draw(st.sampled_from(kinds))
         name = f"v{i}"
         first = draw(st.sampled_from(vs))
+        pin = {"fixed": True} if fixed and draw(st.integers(0, 9)) == 0 else {}
         if kind == ABSORB:
-            _draw_absorb(draw, g, first, name, max_nout, constraints)
+            _draw_absorb(draw, g, first, name, max_nout, constraints, pin)
         elif kind == INVARIANT:
-            g.invariant(first, name=name)
+            g.invariant(first, name=name, **pin)
         elif kind == ADD:
             same = [v for v in vs if v.nout == first.nout]
             others = draw(st.lists(st.sampled_from(same), max_size=2))
-            g.add(first, *others, name=name)
+            g.add(first, *others, name=name, **pin)
         else:
             others = draw(st.lists(st.sampled_from(vs), max_size=2))
             if first.nout + sum(v.nout for v in others) > max_total:
                 others = []
-            g.concat(first, *others, name=name)
+            g.concat(first, *others, name=name, **pin)
+    sinks = [v for v in g.vertices if not v.outputs and v.kind != INPUT]
+    if outputs and sinks and draw(st.booleans()):
+        g.set_outputs(*draw(st.lists(st.sampled_from(sinks), min_size=1, unique=True)))
     return g
 
 
-def _draw_absorb(draw, g: Graph, first, name: str, max_nout: int, constraints: bool) -> None:
+def _draw_absorb(
+    draw, g: Graph, first, name: str, max_nout: int, constraints: bool, pin: dict
+) -> None:
     nout = draw(st.integers(1, max_nout))
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = dict(pin)
     if constraints:
         choice = draw(st.sampled_from(["none", "none", "none", "multiple", "min", "groups"]))
         if choice == "multiple":
@@ -145,6 +156,17 @@ def utilities(graph: Graph, *, signed: bool = False) -> st.SearchStrategy[dict[s
     )
 
 
+def _descendants(v) -> set[str]:
+    """``v`` and every vertex its output reaches."""
+    seen, stack = set(), [v]
+    while stack:
+        u = stack.pop()
+        if u.name not in seen:
+            seen.add(u.name)
+            stack.extend(u.outputs)
+    return seen
+
+
 @dataclass
 class Mutation:
     """A drawn mutation: ``kind`` and its arguments; ``apply(graph)`` runs it."""
@@ -166,7 +188,9 @@ class Mutation:
 def mutations(
     draw, graph: Graph, *, kinds: tuple[str, ...] = MUTATION_KINDS, max_delta: int = 4
 ) -> Mutation:
-    """One random mutation of ``graph`` (it may be infeasible: then it raises SizeError).
+    """One random mutation of ``graph``: a valid graph operation, which may still be
+    infeasible for the sizes (then applying it raises :class:`~mutnas.SizeError`, never
+    :class:`~mutnas.GraphError`).
 
     Args:
         graph: the graph the mutation will be applied to.
@@ -209,9 +233,12 @@ def mutations(
     merges = [v for v in vs if v.kind in (ADD, CONCAT)]
     if kind == "connect" and merges:
         dst = draw(st.sampled_from(merges))
-        src = draw(st.sampled_from(graph.vertices))
-        position = draw(st.none() | st.integers(0, len(dst.inputs)))
-        return Mutation(kind, (src.name, dst.name, position))
+        below = _descendants(dst)  # an edge from dst or below it would close a cycle
+        sources = [v for v in graph.vertices if v.name not in below]
+        if sources:
+            src = draw(st.sampled_from(sources))
+            position = draw(st.none() | st.integers(0, len(dst.inputs)))
+            return Mutation(kind, (src.name, dst.name, position))
     multi = [v for v in merges if len(v.inputs) > 1]
     if kind == "disconnect" and multi:
         dst = draw(st.sampled_from(multi))

@@ -1,9 +1,11 @@
 """No sequence of mutations ever breaks a graph, and a refused mutation changes nothing.
 
 A Hypothesis state machine keeps a bundle of vertex names and has one rule per mutation
-kind. After every attempted mutation: the graph is consistent (``check_consistent``), the
-change record lines up with it (``check_change``), and a refused mutation (``SizeError``,
-``GraphError``) left the graph exactly as it was (``graph == copy`` and the edge order).
+kind. Its graphs include fixed vertices and declared outputs. After every attempted
+mutation: the graph is consistent (``check_consistent``), the change record lines up with
+it and no fixed vertex moved a neuron (``check_change``), and a refused mutation
+(``SizeError``, ``GraphError``) left the graph exactly as it was (``graph == copy`` and the
+edge order). Across the whole sequence every fixed vertex keeps its first size.
 
 ``test_core_state_machine`` runs at least 5,000 mutations in CI. ``run_machine`` is also
 used by ``benchmarks/solver.py --stateful N`` for the long run.
@@ -72,7 +74,12 @@ class CoreMachine(RuleBasedStateMachine):
     )
     def start(self, graph):
         self.graph = graph
+        self.fixed = {v.name: v.nout for v in graph.vertices if v.fixed}
         self.counts["graphs"] += 1
+        self.counts["graphs with a fixed vertex"] += any(
+            v.fixed and v.kind != "input" for v in graph.vertices
+        )
+        self.counts["graphs with declared outputs"] += bool(graph._outputs)
         return multiple(*[v.name for v in graph.vertices])
 
     # ------------------------------------------------------------ the one place that mutates
@@ -195,6 +202,16 @@ class CoreMachine(RuleBasedStateMachine):
             assert all(v.graph is self.graph for v in self.graph.vertices)
 
     @invariant()
+    def fixed_vertices_keep_their_size(self):
+        if hasattr(self, "graph"):
+            moved = {
+                name: (n, self.graph[name].nout)
+                for name, n in self.fixed.items()
+                if name in self.graph and self.graph[name].nout != n
+            }
+            assert not moved, f"fixed vertices changed size (before, after): {moved}"
+
+    @invariant()
     def round_trips(self):
         if hasattr(self, "graph") and self.counts["attempted"] % 25 == 0:
             assert mn.graph_from_json(self.graph.to_json()) == self.graph
@@ -227,6 +244,8 @@ def test_core_state_machine():
     assert counts["applied"] > counts["attempted"] // 3
     for kind in ("resize", "prune", "insert_after", "remove", "connect", "disconnect"):
         assert counts[f"applied {kind}"] > 0, kind
+    assert counts["graphs with a fixed vertex"] >= counts["graphs"] // 10
+    assert counts["graphs with declared outputs"] >= counts["graphs"] // 4
 
 
 if __name__ == "__main__":
