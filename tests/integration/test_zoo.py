@@ -13,10 +13,13 @@ Five checks per model:
   output, and no channels are frozen except the graph output and the regions listed per
   model (``Case.pins``).
 * ``prune``: ``mm.prune(0.5)`` (L1 magnitude) leaves a runnable model with the right
-  output shape, and every parameter's shape - hence the parameter count - is what the
-  graph's sizes predict (each layer's attributes are checked against its weights, and
+  output shape; every changeable layer lost half its channels (up to the rounding its
+  groups force), the frozen layers are exactly the ones listed per model
+  (``Case.n_frozen``), and every parameter's shape - hence the parameter count - is what
+  the graph's sizes predict (each layer's attributes are checked against its weights, and
   the count is rebuilt from the attributes: in/out features, groups, kernel size).
-* ``grow``: widening every mutable layer by 25 % (pinned ones excluded) keeps the output.
+* ``grow``: widening every mutable layer by 25 % (pinned ones excluded) keeps the output,
+  and every changeable layer grew by its 25 % (up to group rounding).
 * ``insert``: inserting an identity layer keeps the output.
 * ``remove``: removing one internal block (the residual branch of an add, or else a
   shape-preserving layer) leaves a runnable model that passes ``mm.verify()``.
@@ -56,6 +59,7 @@ class Case:
     kwargs: dict = field(default_factory=dict)
     xfail: dict = field(default_factory=dict)  # check -> reason
     pins: tuple[str, ...] = ()  # fail-closed regions expected besides the graph output
+    n_frozen: int = 1  # layers that cannot change size: the classifier (graph output) alone
     slow: bool = False
 
 
@@ -76,6 +80,7 @@ CASES = [
     Case(
         "shufflenet_v2_x1_0",  # channel shuffle frozen: 20 of 38 layers cannot change
         pins=("chunk", "splits the channel dimension", "reads channels at dim 1"),
+        n_frozen=20,
     ),
     Case("squeezenet1_0"),
     Case("vgg11_bn"),
@@ -98,7 +103,7 @@ CASES = [
         },
     ),
     Case(  # attention frozen: 82 of 140 layers cannot change; 224 px: ~4 of the 12 min
-        "maxvit_t", size=224, pins=("chunk", "swapaxes"), slow=True
+        "maxvit_t", size=224, pins=("chunk", "swapaxes"), n_frozen=82, slow=True
     ),
 ]
 
@@ -269,6 +274,42 @@ def check_sizes(mm: mt.MutableModel, before: dict[str, tuple]) -> None:
     assert total == mm.n_parameters()
 
 
+def _group_width(v) -> int:
+    return v.nout // v.groups if v.kind == "absorb" and v.groups > 1 else 1
+
+
+def rounding(v) -> int:
+    """The step in which ``v``'s size may move: its own ``multiple_of`` and group width,
+    and the group width of the grouped layers it feeds through shape-preserving vertices
+    (RegNet keeps the width of a group per stage: 400 channels in groups of 16 halve to 208)."""
+    unit, stack, seen = max(v.multiple_of, _group_width(v)), list(v.outputs), set()
+    while stack:
+        w = stack.pop()
+        if w.name in seen:
+            continue
+        seen.add(w.name)
+        if w.kind == "absorb":
+            unit = max(unit, _group_width(w))
+        elif w.kind in ("invariant", "add"):
+            stack.extend(w.outputs)
+    return unit
+
+
+def check_layer_sizes(mm: mt.MutableModel, old: dict[str, int], target: dict[str, int]) -> None:
+    """Each layer reached its target size, up to the rounding its groups force."""
+    wrong = {}
+    for name, want in target.items():
+        got, unit = mm.graph[name].nout, rounding(mm.graph[name])
+        if not (want - unit < got < want + unit):
+            wrong[name] = f"{old[name]} -> {got}, asked {want} (rounding {unit})"
+    assert not wrong, f"{len(wrong)} of {len(target)} layers missed their size: {wrong}"
+
+
+def frozen_layers(mm: mt.MutableModel) -> list[str]:
+    frozen = frozen_vertices(mm.graph)
+    return [n for n in mm.layers() if n in frozen]
+
+
 # ---------------------------------------------------------------- picking what to mutate
 def _ancestors(v) -> set[str]:
     seen, stack = set(), list(v.inputs)
@@ -342,8 +383,12 @@ def check_trace(name: str) -> None:
 
 def check_prune(name: str) -> None:
     mm, _, x2, _ = _mutable(name)
+    frozen = frozen_layers(mm)
+    assert len(frozen) == CASE_BY_NAME[name].n_frozen, f"frozen layers: {frozen}"
+    old = {n: mm.graph[n].nout for n in mm.layers() if n not in frozen}
     before_shapes, before = _tensor_shapes(mm.module), mm.n_parameters()
     mm.prune(0.5)
+    check_layer_sizes(mm, old, {n: n_old - min(n_old - 1, n_old // 2) for n, n_old in old.items()})
     y = _run(mm, x2)
     assert y.shape == (2, N_CLASSES) and torch.isfinite(y).all()
     assert mm.n_parameters() < before
@@ -358,9 +403,11 @@ def check_grow(name: str) -> None:
         n: max(1, math.ceil(0.25 * mm.graph[n].nout)) for n in mm.layers() if n not in frozen
     }
     assert request, "no mutable layer to grow"
+    old = {n: mm.graph[n].nout for n in request}
     before_shapes, before = _tensor_shapes(mm.module), mm.n_parameters()
     mm.resize(request, relaxed=True)
     assert mm.n_parameters() > before
+    check_layer_sizes(mm, old, {n: old[n] + d for n, d in request.items()})
     check_sizes(mm, before_shapes)
     _assert_same(_run(mm, x), y)
 
