@@ -2,7 +2,10 @@
 
 Each reader takes one file, checks it byte for byte against its format and returns numpy
 arrays; anything that does not fit raises :class:`~evolve.errors.DatasetError` naming the
-file and what was wrong. Nothing here downloads or decodes beyond the format itself.
+file and what was wrong. Nothing here downloads or decodes beyond the format itself, and
+no file makes a reader allocate more than it can hold: sizes a header declares are checked
+against the file's size first, and gzip files are unpacked in bounded pieces, never beyond
+what the header declares (IDX) or the largest real batch (CIFAR, :data:`MAX_CIFAR_BYTES`).
 
 * **IDX** (MNIST, Fashion-MNIST): a 4-byte magic number (two zero bytes, a type code, the
   number of dimensions), one big-endian ``uint32`` per dimension, then the values. Files may
@@ -20,16 +23,26 @@ import gzip
 import os
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from evolve.data.safe_pickle import restricted_loads
 from evolve.errors import DatasetError
 
-__all__ = ["CIFAR_IMAGE_BYTES", "read_cifar_binary", "read_cifar_python", "read_idx"]
+__all__ = [
+    "CIFAR_IMAGE_BYTES",
+    "MAX_CIFAR_BYTES",
+    "read_cifar_binary",
+    "read_cifar_python",
+    "read_idx",
+]
 
 #: Bytes of one 3x32x32 CIFAR image.
 CIFAR_IMAGE_BYTES = 3 * 32 * 32
+#: Largest CIFAR batch the readers accept, unpacked: the largest real one is CIFAR-100's
+#: ``train.bin`` (50,000 records of 3,074 bytes, 153.7 MB).
+MAX_CIFAR_BYTES = 256 * 2**20
 
 _IDX_TYPES = {
     0x08: np.dtype(np.uint8),
@@ -40,22 +53,81 @@ _IDX_TYPES = {
     0x0E: np.dtype(">f8"),
 }
 _GZIP_SIGNATURE = b"\x1f\x8b"
+#: Deflate never expands more than 1032 to 1 (a 258-byte match per 2 bits), so a gzip file
+#: of n bytes holds at most this many times n bytes of content.
+_MAX_GZIP_RATIO = 1032
+_CHUNK = 2**20
 
 
-def _read_bytes(path: Path) -> bytes:
-    """Return the file's bytes, gunzipped when it is a gzip file."""
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise DatasetError(f"cannot read {path}: {error.strerror or error}") from error
-    if data[:2] != _GZIP_SIGNATURE:
-        return data
-    try:
-        return gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as error:
+class _Source:
+    """A data file, raw or gzip-compressed, read in bounded pieces.
+
+    ``capacity`` is the most content the file can hold: its size, or for gzip the most
+    deflate can expand it to. Nothing is read or unpacked beyond what a caller asks for.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self._raw: BinaryIO = path.open("rb")
+            self.size = os.fstat(self._raw.fileno()).st_size
+            self.compressed = self._raw.read(2) == _GZIP_SIGNATURE
+            self._raw.seek(0)
+        except OSError as error:
+            raise DatasetError(f"cannot read {path}: {error.strerror or error}") from error
+        self._stream: BinaryIO = gzip.GzipFile(fileobj=self._raw) if self.compressed else self._raw
+        self.capacity = self.size * _MAX_GZIP_RATIO if self.compressed else self.size
+
+    def __enter__(self) -> _Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stream.close()
+        self._raw.close()
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes of content (fewer at its end), unpacked chunk by chunk."""
+        parts, left = [], n
+        while left > 0:
+            part = self._read(min(left, _CHUNK))
+            if not part:
+                break
+            parts.append(part)
+            left -= len(part)
+        return b"".join(parts)
+
+    def skip(self, limit: int) -> int:
+        """Read and drop up to ``limit`` more bytes; how many there were."""
+        n = 0
+        while n < limit and (part := self._read(min(limit - n, _CHUNK))):
+            n += len(part)
+        return n
+
+    def _read(self, n: int) -> bytes:
+        try:
+            return self._stream.read(n)
+        except (OSError, EOFError, zlib.error) as error:
+            detail = " ".join(str(error).split())
+            raise DatasetError(
+                f"corrupt gzip file {self.path}: {detail}; download it again or unpack it"
+            ) from error
+
+
+def _read_bytes(path: Path, limit: int) -> bytes:
+    """The whole content of a file, gunzipped when it is a gzip file, if at most ``limit``."""
+    with _Source(path) as source:
+        if not source.compressed and source.size > limit:
+            raise DatasetError(
+                f"{path} is {source.size} bytes, more than any batch of this format "
+                f"({limit} bytes); it is not a CIFAR batch"
+            )
+        data = source.read(limit + 1)
+    if len(data) > limit:
         raise DatasetError(
-            f"corrupt gzip file {path}: {error}; download it again or unpack it"
-        ) from error
+            f"gzip file {path} unpacks to more than {limit} bytes, more than any batch of this "
+            "format; it is corrupt or crafted"
+        )
+    return data
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -68,7 +140,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         An array of the shape and type in the header, in native byte order.
 
     Raises:
-        DatasetError: The magic number is wrong, or the data size does not match the header.
+        DatasetError: The magic number is wrong, or the data size does not match the header
+            (checked before the data is read; a gzip file is never unpacked past it).
 
     Example:
         >>> import tempfile, pathlib
@@ -78,29 +151,55 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         array([7, 2, 1], dtype=uint8)
     """
     path = Path(path)
-    data = _read_bytes(path)
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES:
-        raise DatasetError(
-            f"bad IDX magic number 0x{data[:4].hex() or 'empty'} in {path}: expected two zero "
-            "bytes, a type code (0x08 ubyte ... 0x0E double) and the number of dimensions"
-        )
-    dtype, n_dims = _IDX_TYPES[data[2]], data[3]
-    header = 4 + 4 * n_dims
-    if n_dims == 0 or len(data) < header:
-        raise DatasetError(
-            f"truncated IDX header in {path}: {n_dims} dimensions need {header} header bytes, "
-            f"the file holds {len(data)}"
-        )
-    shape = tuple(int(n) for n in np.frombuffer(data, dtype=">u4", count=n_dims, offset=4))
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(data) - header != expected:
-        dims = "x".join(str(n) for n in shape)
-        raise DatasetError(
-            f"IDX size mismatch in {path}: the header says {dims} values of {dtype.name} "
-            f"({expected} bytes) but the file holds {len(data) - header} bytes of data"
-        )
-    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    with _Source(path) as source:
+        dtype, shape = _idx_header(source)
+        header = 4 + 4 * len(shape)
+        expected = dtype.itemsize
+        for n in shape:
+            expected *= n
+        if not source.compressed and source.size - header != expected:
+            _idx_mismatch(path, shape, dtype, expected, source.size - header)
+        if expected > source.capacity - header:
+            raise DatasetError(
+                f"IDX header in {path} declares {_dims(shape)} values of {dtype.name} "
+                f"({expected} bytes) but a gzip file of {source.size} bytes unpacks to at most "
+                f"{source.capacity} bytes; the file is corrupt or crafted"
+            )
+        data = source.read(expected)
+        extra = source.skip(source.capacity) if len(data) == expected else 0
+        if len(data) != expected or extra:
+            _idx_mismatch(path, shape, dtype, expected, len(data) + extra)
+    array = np.frombuffer(data, dtype=dtype).reshape(shape)
     return array.astype(dtype.newbyteorder("="), copy=True)
+
+
+def _idx_header(source: _Source) -> tuple[np.dtype, tuple[int, ...]]:
+    """The value type and shape an IDX header declares (nothing past the header is read)."""
+    magic = source.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_TYPES:
+        raise DatasetError(
+            f"bad IDX magic number 0x{magic.hex() or 'empty'} in {source.path}: expected two "
+            "zero bytes, a type code (0x08 ubyte ... 0x0E double) and the number of dimensions"
+        )
+    n_dims = magic[3]
+    dims = source.read(4 * n_dims)
+    if n_dims == 0 or len(dims) < 4 * n_dims:
+        raise DatasetError(
+            f"truncated IDX header in {source.path}: {n_dims} dimensions need "
+            f"{4 + 4 * n_dims} header bytes, the file holds {4 + len(dims)}"
+        )
+    return _IDX_TYPES[magic[2]], tuple(int(n) for n in np.frombuffer(dims, dtype=">u4"))
+
+
+def _dims(shape: tuple[int, ...]) -> str:
+    return "x".join(str(n) for n in shape)
+
+
+def _idx_mismatch(path: Path, shape, dtype: np.dtype, expected: int, held: int) -> None:
+    raise DatasetError(
+        f"IDX size mismatch in {path}: the header says {_dims(shape)} values of {dtype.name} "
+        f"({expected} bytes) but the file holds {held} bytes of data"
+    )
 
 
 def read_cifar_binary(
@@ -118,8 +217,8 @@ def read_cifar_binary(
         ``(images, labels)``: ``uint8`` of shape ``(n, 3, 32, 32)`` and ``int64`` of ``(n,)``.
 
     Raises:
-        DatasetError: The file is empty, its length is not a whole number of records, or a
-            label is out of range.
+        DatasetError: The file is empty or larger than :data:`MAX_CIFAR_BYTES`, its length
+            is not a whole number of records, or a label is out of range.
 
     Example:
         >>> import tempfile, pathlib
@@ -130,7 +229,7 @@ def read_cifar_binary(
         ((2, 3, 32, 32), [3, 9])
     """
     path = Path(path)
-    data = _read_bytes(path)
+    data = _read_bytes(path, MAX_CIFAR_BYTES)
     record = n_label_bytes + CIFAR_IMAGE_BYTES
     if not data or len(data) % record:
         raise DatasetError(
@@ -159,8 +258,10 @@ def read_cifar_python(
         ``(images, labels)``: ``uint8`` of shape ``(n, 3, 32, 32)`` and ``int64`` of ``(n,)``.
 
     Raises:
-        DatasetError: The pickle references anything but numpy arrays, is malformed, lacks
-            ``data`` or the label key, or holds data of the wrong shape or labels out of range.
+        DatasetError: The pickle references anything but numpy arrays of plain numbers
+            (see :func:`~evolve.data.safe_pickle.restricted_loads`), is malformed or larger
+            than :data:`MAX_CIFAR_BYTES`, lacks ``data`` or the label key, or holds data of
+            the wrong shape or labels that are not integers in range.
 
     Example:
         >>> import pickle, tempfile, pathlib, numpy as np
@@ -172,7 +273,7 @@ def read_cifar_python(
         ((2, 3, 32, 32), [1, 4])
     """
     path = Path(path)
-    batch = restricted_loads(_read_bytes(path), source=str(path))
+    batch = restricted_loads(_read_bytes(path, MAX_CIFAR_BYTES), source=str(path))
     if not isinstance(batch, dict):
         raise DatasetError(
             f"corrupt CIFAR batch {path}: expected a pickled dict, got {type(batch).__name__}"
@@ -196,8 +297,11 @@ def read_cifar_python(
             f"(n, {CIFAR_IMAGE_BYTES}), found {found}"
         )
     try:
-        labels = np.asarray(batch[label_key], dtype=np.int64).reshape(-1)
-    except (TypeError, ValueError) as error:
+        labels = np.asarray(batch[label_key])
+        if labels.size and labels.dtype.kind not in "iu":
+            raise TypeError(labels.dtype)
+        labels = labels.astype(np.int64).reshape(-1)
+    except (TypeError, ValueError, OverflowError) as error:
         raise DatasetError(
             f"corrupt CIFAR batch {path}: {label_key!r} is not a list of integers"
         ) from error

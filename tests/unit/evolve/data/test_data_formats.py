@@ -9,7 +9,7 @@ import pickle
 import numpy as np
 import pytest
 
-from evolve.data.formats import read_cifar_binary, read_cifar_python, read_idx
+from evolve.data.formats import MAX_CIFAR_BYTES, read_cifar_binary, read_cifar_python, read_idx
 from evolve.data.safe_pickle import ALLOWED_GLOBALS, restricted_loads
 from evolve.errors import DatasetError
 
@@ -63,6 +63,21 @@ def test_read_idx_size_mismatch(tmp_path, files, delta):
         read_idx(path)
 
 
+def test_read_idx_gzip_with_trailing_data_counts_it(tmp_path, files):
+    path = files.write_idx(tmp_path / "x", np.zeros((2, 3), dtype=np.uint8), gz=True)
+    path.write_bytes(path.read_bytes() + gzip.compress(bytes(100)))
+    with pytest.raises(DatasetError, match=r"IDX size mismatch .* \(6 bytes\) but the file holds 106 bytes"):  # fmt: skip
+        read_idx(path)
+
+
+def test_read_idx_gzip_header_beyond_what_gzip_can_hold(tmp_path, files):
+    path = files.write_idx(tmp_path / "x", np.zeros((2, 3), dtype=np.uint8), gz=True)
+    header = bytes([0, 0, 8, 2]) + np.array([10**6, 10**3], ">u4").tobytes()
+    path.write_bytes(gzip.compress(header + bytes(6)))
+    with pytest.raises(DatasetError, match=r"^IDX header in .*x.gz declares 1000000x1000 values of uint8 \(1000000000 bytes\) but a gzip file of \d+ bytes unpacks to at most \d+ bytes"):  # fmt: skip
+        read_idx(path)
+
+
 def test_read_idx_corrupt_gzip(tmp_path, files):
     path = files.write_idx(tmp_path / "x", np.zeros(100, dtype=np.uint8), gz=True)
     path.write_bytes(path.read_bytes()[:20])
@@ -105,6 +120,14 @@ def test_read_cifar_binary_wrong_length(tmp_path, files, cut):
     path = tmp_path / "data_batch_1.bin"
     path.write_bytes(data[:cut])
     with pytest.raises(DatasetError, match=rf"corrupt CIFAR batch .*: {cut} bytes is not a whole number of 3073-byte records"):  # fmt: skip
+        read_cifar_binary(path)
+
+
+def test_read_cifar_binary_larger_than_any_batch(tmp_path):
+    path = tmp_path / "data_batch_1.bin"
+    with path.open("wb") as f:
+        f.truncate(MAX_CIFAR_BYTES + 3073)  # sparse: costs no disk
+    with pytest.raises(DatasetError, match=r"data_batch_1.bin is \d+ bytes, more than any batch"):
         read_cifar_binary(path)
 
 
@@ -164,6 +187,9 @@ def test_read_cifar_python_str_keys_and_fine_labels(tmp_path):
         ({b"data": np.zeros((1, 3072), np.int32), b"labels": [0]}, r"found int32 \(1, 3072\)"),
         ({b"data": b"raw", b"labels": [0]}, "found no array"),
         ({b"data": np.zeros((1, 3072), np.uint8), b"labels": ["cat"]}, "not a list of integers"),
+        ({b"data": np.zeros((1, 3072), np.uint8), b"labels": [1.5]}, "not a list of integers"),
+        ({b"data": np.zeros((1, 3072), np.uint8), b"labels": [True]}, "not a list of integers"),
+        ({b"data": np.zeros((1, 3072), np.uint8), b"labels": [2**70]}, "not a list of integers"),
         ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]}, "2 images but 1 labels"),
         ({b"data": np.zeros((1, 3072), np.uint8), b"labels": [10]}, "label 10 of record 0"),
         ({b"data": np.zeros((1, 3072), np.uint8), b"labels": [-1]}, "label -1 of record 0"),
