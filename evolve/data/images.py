@@ -9,6 +9,7 @@ a ``limit`` can drop paths before any image is opened.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -81,13 +82,23 @@ def scan_image_folder(root: str | os.PathLike) -> tuple[list[Path], np.ndarray, 
 
 
 def _open(path: Path) -> Image.Image:
-    """Decode one image fully, turning every Pillow failure into a DatasetError."""
+    """Decode one image fully, turning every Pillow failure into a DatasetError.
+
+    An image larger than Pillow's ``Image.MAX_IMAGE_PIXELS`` is refused from its header,
+    before it is decoded (Pillow itself only warns up to twice that size).
+    """
     try:
-        with Image.open(path) as image:
-            image.load()
-            return image.copy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                return image.copy()
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         raise DatasetError(f"cannot read image {path}: {error}") from error
+    except Image.DecompressionBombWarning as error:
+        raise DatasetError(
+            f"cannot read image {path}: {error}; raise PIL.Image.MAX_IMAGE_PIXELS if it is real"
+        ) from error
 
 
 def read_images(
@@ -126,7 +137,14 @@ def read_images(
         channels = 1 if len(first.getbands()) == 1 and first.mode != "P" else 3
     height, width = image_size if image_size is not None else (first.height, first.width)
     mode = "L" if channels == 1 else "RGB"
-    out = np.empty((len(paths), channels, height, width), dtype=np.uint8)
+    try:
+        out = np.empty((len(paths), channels, height, width), dtype=np.uint8)
+    except MemoryError:
+        raise DatasetError(
+            f"{len(paths)} images of {channels}x{height}x{width} (the size of {paths[0]}) need "
+            f"{len(paths) * channels * height * width} bytes, more than this machine can "
+            "allocate; pass image_size=(height, width) or a limit"
+        ) from None
     for i, path in enumerate(paths):
         image = first if i == 0 else _open(path)
         if (image.height, image.width) != (height, width):

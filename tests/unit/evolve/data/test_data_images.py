@@ -108,3 +108,31 @@ def test_read_no_paths():
 def test_read_bad_channels(tmp_path):
     with pytest.raises(DatasetError, match=r"channels must be 1 .* or 3 .*, got 4"):
         read_images([tmp_path / "x.png"], channels=4)
+
+
+@pytest.mark.parametrize(
+    ("size", "cause"),
+    [((15, 10), "DecompressionBombWarning|exceeds limit"), ((30, 10), "exceeds limit")],
+)
+def test_read_refuses_images_over_the_pixel_limit_from_their_header(
+    tmp_path, monkeypatch, size, cause
+):
+    """Pillow only warns between MAX_IMAGE_PIXELS and twice that; both are refused here."""
+    path = tmp_path / "big.png"
+    Image.new("L", size).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(DatasetError, match=rf"^cannot read image .*big.png: .*({cause})") as info:
+        read_images([path])
+    assert "\n" not in str(info.value)
+
+
+def test_read_says_how_much_memory_the_images_need(tmp_path, monkeypatch):
+    path = tmp_path / "a.png"
+    Image.new("RGB", (5, 4)).save(path)
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr("evolve.data.images.np.empty", no_memory)
+    with pytest.raises(DatasetError, match=r"^3 images of 3x4x5 .* need 180 bytes, more than"):
+        read_images([path] * 3)
