@@ -337,6 +337,13 @@ def test_training_step_after_mutation_while_the_previous_loss_is_alive():
     loss.backward()
     optimizer.step()
     mm.resize("0", -3)
+    before = {name: p.detach().clone() for name, p in mm.named_parameters()}
     loss = mm(x).square().mean()
     loss.backward()
     optimizer.step()
+    assert torch.isfinite(loss)
+    params = dict(mm.named_parameters())
+    assert params["module.0.weight"].shape == (5, 4) and params["module.2.weight"].shape == (3, 5)
+    for name, p in params.items():  # every parameter took the step, with state of its shape
+        assert torch.isfinite(p).all() and not torch.equal(p, before[name]), name
+        assert optimizer.state[p]["momentum_buffer"].shape == p.shape, name
