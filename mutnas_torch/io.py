@@ -10,19 +10,27 @@ A model file is a directory with two files:
   the module tree in pre-order, each with its qualified name, its type's qualified name,
   its plain attributes (what its constructor stored: sizes, kernel sizes, flags...), its
   training flag and the tensor keys of its parameters and buffers (a module met twice is
-  an ``alias``); ``graph``: the fx nodes in order (see :mod:`mutnas_torch.io_fx`); and for
-  a :class:`~mutnas_torch.MutableModel`, ``mutable``: the mutnas graph, bindings, literals,
-  pins, channel references and change history (dataclasses as ``record`` values, index
-  maps as ``array`` values), example input shapes and dtypes, and plain ``attributes``.
+  an ``alias``); ``graph``: the fx nodes in order (see :mod:`mutnas_torch.io_fx`);
+  ``tensors``: each tensor's dtype, shape and SHA-256; and for a
+  :class:`~mutnas_torch.MutableModel`, ``mutable`` (see :mod:`mutnas_torch.io_mutable`).
 
-Modules are rebuilt as ``copy.deepcopy`` rebuilds them (an empty instance given its saved
-attributes), for vetted classes only: nothing a file names is imported or called unless
-:class:`~mutnas_torch.io_fx.Resolver` vets it or the caller passes it to :func:`load`.
+A model file is data, never behaviour. :func:`load` checks the declared schema and the
+size caps of :mod:`mutnas_torch.io_schema` before it allocates anything (``model.json``
+at most :data:`~mutnas_torch.io_schema.MAX_JSON_BYTES`, regular files only, bounded
+nesting, module and node counts, example input elements, tensor file size); resolves
+every name through the allow-list of :mod:`mutnas_torch.io_allow` before anything is
+imported; rebuilds modules from an empty instance of a vetted class given its saved
+attributes (``object.__new__``, ``nn.Module.__init__`` and the attributes: no class's own
+``__new__``, ``__init__`` or ``__setstate__`` runs), attributes being plain data under
+names the class does not define; checks each tensor's shape against its layer's own
+attributes (:mod:`mutnas_torch.io_shapes`) and its bytes against the recorded SHA-256.
+Every refusal is one :class:`~mutnas_torch.MutnasTorchError` line naming the file, the
+module, node or tensor, and the cause. Version 1 files (no checksums) still load, with a
+warning that their tensors are not verified.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -31,38 +39,27 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import safetensors.torch
 import torch
 from safetensors import SafetensorError, safe_open
 from torch import fx, nn
 
-import mutnas as mn
-from mutnas.change import IndexMaps
-from mutnas.serialize import graph_from_dict, graph_to_dict
-from mutnas_torch.analyze import _OPAQUE, Analysis, Literal, Ref
-from mutnas_torch.bindings import Binding, ParamAxis
+from mutnas_torch import io_schema
 from mutnas_torch.errors import MutnasTorchError
-from mutnas_torch.io_fx import (
-    Resolver,
-    _identifier,
-    class_name,
-    decode_graph,
-    decode_value,
-    encode_graph,
-)
+from mutnas_torch.io_allow import Resolver, defined_on_class, identifier
+from mutnas_torch.io_fx import class_name, decode_graph, decode_value, encode_graph, vet_calls
 from mutnas_torch.io_fx import encode_value as _value
+from mutnas_torch.io_mutable import decode_mutable, encode_mutable
+from mutnas_torch.io_schema import FORMAT, VERSION
+from mutnas_torch.io_shapes import check_shapes
 from mutnas_torch.model import MutableModel
 
 __all__ = ["FORMAT", "VERSION", "load", "save"]
 
 log = logging.getLogger(__name__)
 
-FORMAT = "mutnas_torch.model"
-VERSION = 1
 JSON_FILE = "model.json"
 TENSOR_FILE = "model.safetensors"
-_INTERNALS = frozenset(nn.Module().__dict__)
 # Attributes derived from the parameters: not saved, rebuilt by the named method.
 _DERIVED = {nn.RNNBase: (("_flat_weights", "_flat_weight_refs"), "_init_flat_weights")}
 
@@ -80,8 +77,9 @@ def save(model: MutableModel | fx.GraphModule, path: str | os.PathLike) -> Path:
 
     Raises:
         MutnasTorchError: the model holds something a model file cannot describe (a
-            module attribute that is not plain data, a function defined in a function,
-            a tensor subclass), naming where it is.
+            module attribute that is not plain data or that shadows its class, a function
+            defined in a function, a tensor subclass), naming where it is. What
+            :func:`load` would refuse is refused here.
 
     Example:
         >>> import tempfile, torch, mutnas_torch as mt
@@ -114,12 +112,15 @@ def save(model: MutableModel | fx.GraphModule, path: str | os.PathLike) -> Path:
         "graph": encode_graph(gm.graph),
     }
     if isinstance(model, MutableModel):
-        doc["mutable"] = _encode_mutable(model)
+        doc["mutable"] = encode_mutable(model)
+    tensors = _own(tensors)
+    doc["tensors"] = io_schema.tensor_records(tensors)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     metadata = {"format": FORMAT, "version": str(VERSION), "save_id": doc["save_id"]}
-    _replace(path / TENSOR_FILE, lambda f: safetensors.torch.save_file(_own(tensors), f, metadata))
-    _replace(path / JSON_FILE, lambda f: Path(f).write_text(json.dumps(doc), encoding="utf-8"))
+    text = json.dumps(doc, allow_nan=False)
+    _replace(path / TENSOR_FILE, lambda f: safetensors.torch.save_file(tensors, f, metadata))
+    _replace(path / JSON_FILE, lambda f: Path(f).write_text(text, encoding="utf-8"))
     return path
 
 
@@ -133,8 +134,9 @@ def load(
 ) -> MutableModel | fx.GraphModule:
     """Read a model written by :func:`save`, without pickle and without running its code.
 
-    Module types load only from ``torch.nn``, ``torchvision.ops`` and ``torchvision.models``;
-    functions only from a list of pure tensor functions. Pass your own on trust.
+    Module types load only from ``torch.nn.modules``, ``torchvision.ops`` and
+    ``torchvision.models``; functions only from a list of pure tensor functions. Pass
+    your own on trust. Files over the caps of :mod:`mutnas_torch.io_schema` are refused.
 
     Args:
         path: the directory :func:`save` wrote (or either file in it).
@@ -149,9 +151,9 @@ def load(
         ``torch.fx.GraphModule``.
 
     Raises:
-        MutnasTorchError: the file is missing, corrupt, written by a newer version, or
-            names a module type or function that is not allowed (the message says how to
-            allow it).
+        MutnasTorchError: the file is missing, corrupt, over a size cap, written by a
+            newer version, or names a module type, function or attribute that is not
+            allowed (the message says how to allow it). Always one line.
 
     Example:
         >>> import tempfile, torch, mutnas_torch as mt
@@ -168,21 +170,31 @@ def load(
     path = Path(path)
     if path.is_file() and path.name in (JSON_FILE, TENSOR_FILE):
         path = path.parent
-    doc = _read_json(path)
-    tensors = _read_tensors(path, doc["save_id"], device)
     resolver = Resolver(modules, functions, methods)
+    file = path / JSON_FILE
     try:
-        root = _decode_modules(doc["modules"], tensors, resolver)
-        gm = _graph_module(root, decode_graph(doc["graph"], resolver), doc, resolver)
-        if doc["kind"] == "graph_module":
-            return gm
-        return _decode_mutable(doc["mutable"], gm, resolver)
-    except MutnasTorchError:
-        raise
+        return _load(path, resolver, device)
+    except MutnasTorchError as err:
+        raise MutnasTorchError(_one_line(str(err), file)) from err
     except Exception as err:  # a malformed entry: KeyError, TypeError, ValueError...
-        raise MutnasTorchError(
-            f"{path / JSON_FILE} is corrupt: {type(err).__name__}: {err}"
-        ) from err
+        message = f"{file} is corrupt: {type(err).__name__}: {err}"
+        raise MutnasTorchError(_one_line(message, file)) from err
+
+
+def _load(path: Path, resolver: Resolver, device: str | torch.device):
+    doc = _read_json(path)
+    tensors = _read_tensors(path, doc, device)
+    root = _decode_modules(doc["modules"], tensors, resolver)
+    gm = _graph_module(root, decode_graph(doc["graph"], resolver), doc, resolver)
+    if doc["kind"] == "graph_module":
+        return gm
+    return decode_mutable(doc["mutable"], gm)
+
+
+def _one_line(message: str, file: Path) -> str:
+    """One line naming the file: what the user sees of every refusal."""
+    message = " ".join(message.split())
+    return message if str(file.parent) in message else f"{file}: {message}"
 
 
 # ---------------------------------------------------------------- files
@@ -199,41 +211,38 @@ def _replace(target: Path, write: Callable[[str], Any]) -> None:
 def _read_json(path: Path) -> dict:
     file = path / JSON_FILE
     try:
-        doc = json.loads(file.read_text(encoding="utf-8"))
+        doc = io_schema.read_json(file)
     except FileNotFoundError:
         raise MutnasTorchError(
             f"no model file at {str(path)!r}: {JSON_FILE} is missing (write one with "
             f"mutnas_torch.save(model, path))"
         ) from None
-    except (OSError, ValueError, RecursionError) as err:
-        raise MutnasTorchError(f"{file} is unreadable or not valid JSON: {err}") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise MutnasTorchError(f"{file} is not a mutnas_torch model file (format {FORMAT!r})")
-    version = doc.get("version")
-    if not isinstance(version, int) or version > VERSION:
-        raise MutnasTorchError(
-            f"{file} has format version {version!r}, newer than this mutnas_torch reads "
-            f"({VERSION}); upgrade mutnas"
+    if io_schema.check_document(doc, file) == 1:
+        log.warning(
+            "%s: format version 1 has no tensor checksums, so its tensors are not verified; "
+            "save the model again (mutnas_torch.save) to add them",
+            file,
         )
-    if doc.get("kind") not in ("graph_module", "mutable_model") or "save_id" not in doc:
-        raise MutnasTorchError(f"{file} is corrupt: no kind or save_id")
     return doc
 
 
-def _read_tensors(path: Path, save_id: str, device: str | torch.device) -> dict:
+def _read_tensors(path: Path, doc: dict, device: str | torch.device) -> dict:
     file = path / TENSOR_FILE
     try:
-        with safe_open(str(file), framework="pt", device=str(device)) as f:
+        io_schema.read_regular(file, io_schema.MAX_TENSOR_FILE_BYTES, read=False)
+        with safe_open(str(file), framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}
-            tensors = {key: _aligned(f.get_tensor(key)) for key in f.keys()}  # noqa: SIM118
+            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
     except (OSError, SafetensorError, RuntimeError) as err:
         raise MutnasTorchError(f"{file} is missing, unreadable or corrupt: {err}") from None
-    if metadata.get("save_id") != save_id:
+    if metadata.get("save_id") != doc["save_id"]:
         raise MutnasTorchError(
             f"{file} does not belong to {JSON_FILE} next to it (they come from different "
             f"saves); save the model again"
         )
-    return tensors
+    if "tensors" in doc:
+        io_schema.verify_tensors(doc["tensors"], tensors, file)
+    return {key: _aligned(t.to(device)) for key, t in tensors.items()}
 
 
 def _aligned(t: torch.Tensor) -> torch.Tensor:
@@ -271,7 +280,8 @@ def _encode_modules(gm: fx.GraphModule, tensors: dict) -> Iterator[dict]:
         entry: dict[str, Any] = {"name": name, "training": module.training}
         if name:
             entry["type"] = class_name(type(module), f"module {name!r}")
-            entry["state"] = _module_state(name, module)
+            skip = {a for c, (attrs, _) in _DERIVED.items() if isinstance(module, c) for a in attrs}
+            entry["state"] = io_schema.encode_state(module, name, frozenset(skip))
         for kind in ("parameters", "buffers"):
             entry[kind] = {
                 k: None
@@ -283,15 +293,6 @@ def _encode_modules(gm: fx.GraphModule, tensors: dict) -> Iterator[dict]:
         yield entry
         prefix = f"{name}." if name else ""
         stack.extend((prefix + k, m) for k, m in reversed(module._modules.items()))
-
-
-def _module_state(name: str, module: nn.Module) -> dict:
-    skip = {a for cls, (attrs, _) in _DERIVED.items() if isinstance(module, cls) for a in attrs}
-    return {
-        k: _value(v, f"module {name!r} attribute {k!r}")
-        for k, v in module.__dict__.items()
-        if k not in _INTERNALS and k not in skip
-    }
 
 
 def _tensor(key: str, t: torch.Tensor, seen: dict, tensors: dict) -> dict | str:
@@ -310,31 +311,24 @@ def _decode_modules(entries: list, tensors: dict, resolver: Resolver) -> nn.Modu
     params: dict[str, nn.Parameter] = {}
     used: set[str] = set()
 
-    def tensor(key: str) -> torch.Tensor:
+    def tensor(key: str, where: str) -> torch.Tensor:
         used.add(key)
         if key not in tensors:
-            raise MutnasTorchError(f"tensor {key!r} is missing from {TENSOR_FILE} (corrupt file)")
+            raise MutnasTorchError(f"{where}: tensor {key!r:.80} is missing from {TENSOR_FILE}")
         return tensors[key]
 
     for entry in entries:
-        name = entry["name"]
+        name = io_schema.check_module_entry(entry)
         parent, _, leaf = name.rpartition(".")
-        if (name == "") != (not built) or (name and built.get(parent) is None) or not _part(leaf):
-            raise MutnasTorchError(f"module {name!r} has no parent or a malformed name (corrupt)")
+        _check_place(name, built)
         if "alias" in entry:
-            module = None if entry["alias"] is None else built[entry["alias"]]
+            module = None if entry["alias"] is None else built.get(entry["alias"])
+            if entry["alias"] is not None and module is None:
+                raise MutnasTorchError(f"module {name!r:.80} aliases an unknown module")
         else:
             module = _new_module(entry, resolver) if name else nn.Module()
-            for k, spec in entry["parameters"].items():
-                if spec is not None and spec["tensor"] not in params:
-                    params[spec["tensor"]] = nn.Parameter(
-                        tensor(spec["tensor"]), spec["requires_grad"]
-                    )
-                module._parameters[k] = None if spec is None else params[spec["tensor"]]
-            for k, key in entry["buffers"].items():
-                module._buffers[k] = None if key is None else tensor(key)
-            module._non_persistent_buffers_set = set(entry["non_persistent"])
-            module.training = bool(entry["training"])
+            _attach_tensors(module, entry, tensor, params)
+            check_shapes(module, name)
             for cls, (_, rebuild) in _DERIVED.items():
                 if isinstance(module, cls):
                     getattr(module, rebuild)()
@@ -346,47 +340,67 @@ def _decode_modules(entries: list, tensors: dict, resolver: Resolver) -> nn.Modu
     return built[""]
 
 
-def _part(name: str) -> bool:
-    return name == "" or name.isidentifier() or name.isdigit()
+def _check_place(name: str, built: dict) -> None:
+    """The entry comes after its parent, once, under a name its parent does not define."""
+    parent, _, leaf = name.rpartition(".")
+    if (name == "") != (not built) or (name and built.get(parent) is None) or name in built:
+        raise MutnasTorchError(f"module {name!r:.80} has no parent or is given twice")
+    if name and not (identifier(leaf) or leaf.isdigit()):
+        raise MutnasTorchError(f"module {name!r:.80} has a malformed name")
+    owner = built.get(parent)
+    if name and _shadows(fx.GraphModule if parent == "" else type(owner), leaf, owner):
+        raise MutnasTorchError(
+            f"module {name!r:.80}: its name shadows an attribute of its parent (crafted file)"
+        )
+
+
+def _shadows(cls: type, key: str, module: nn.Module) -> bool:
+    """Whether ``key`` names something ``cls`` defines or ``module`` already holds."""
+    taken = (*vars(module), *module._parameters, *module._buffers, *module._modules)
+    return defined_on_class(cls, key) or key in taken
+
+
+def _attach_tensors(module: nn.Module, entry: dict, tensor: Callable, params: dict) -> None:
+    where = f"module {entry['name']!r}"
+    cls = fx.GraphModule if entry["name"] == "" else type(module)
+    for k in (*entry["parameters"], *entry["buffers"]):
+        if _shadows(cls, k, module):
+            raise MutnasTorchError(f"{where}: tensor name {k!r:.60} shadows an attribute")
+    for k, spec in entry["parameters"].items():
+        if spec is not None and spec["tensor"] not in params:
+            key = spec["tensor"]
+            params[key] = nn.Parameter(tensor(key, where), spec["requires_grad"])
+        module._parameters[k] = None if spec is None else params[spec["tensor"]]
+    for k, key in entry["buffers"].items():
+        module._buffers[k] = None if key is None else tensor(key, where)
+    module._non_persistent_buffers_set = set(entry["non_persistent"])
+    module.training = entry["training"]
 
 
 def _new_module(entry: dict, resolver: Resolver) -> nn.Module:
-    """An empty instance given its saved attributes, as ``copy.deepcopy`` rebuilds modules."""
+    """An empty instance given its saved attributes, as ``copy.deepcopy`` rebuilds modules,
+    but without running the class's own ``__new__``, ``__init__`` or ``__setstate__``."""
     where = f"module {entry['name']!r}"
     cls = resolver.module_class(entry["type"], where)
-    state = entry["state"]
-    bad = [k for k in state if k in _INTERNALS or k.startswith("__") or not k.isidentifier()]
-    if bad:
-        raise MutnasTorchError(f"{where}: the file sets forbidden attributes {bad}")
-    module = cls.__new__(cls)
+    values = io_schema.decode_state(cls, entry["state"], resolver, where)
+    try:
+        module = object.__new__(cls)
+    except TypeError as err:
+        raise MutnasTorchError(f"{where}: cannot rebuild a {cls.__qualname__}: {err}") from None
     nn.Module.__init__(module)
-    values = {k: decode_value(v, resolver, f"{where} attribute {k!r}") for k, v in state.items()}
-    for base, (attrs, _) in _DERIVED.items():
-        if issubclass(cls, base):  # placeholders until the parameters are in
-            values.update({attr: [None] for attr in attrs})
-    module.__setstate__({**module.__dict__, **values})
+    vars(module).update(values)
     return module
 
 
 def _graph_module(root: nn.Module, graph: fx.Graph, doc: dict, resolver) -> fx.GraphModule:
-    name = doc["class_name"]
-    if not _identifier(name):
-        raise MutnasTorchError(f"malformed class name {name!r} in the model file")
     modules = dict(root.named_modules(remove_duplicate=False))
-    tensors = {**dict(root.named_parameters(remove_duplicate=False)), **dict(root.named_buffers())}
-    for node in graph.nodes:
-        kind = {"get_attr": tensors, "call_module": modules}.get(node.op)
-        if kind is not None and node.target not in kind:
-            raise MutnasTorchError(
-                f"node {node.name!r}: {node.op} target {node.target!r} is not a "
-                f"{'tensor' if kind is tensors else 'module'} of the model (corrupt file)"
-            )
-    gm = fx.GraphModule(root, graph, class_name=name)
+    vet_calls(graph, modules, resolver)
+    gm = fx.GraphModule(root, graph, class_name=doc["class_name"])
     # Keep the saved tree exactly (GraphModule would turn containers into bare modules).
     for attr in ("_modules", "_parameters", "_buffers", "_non_persistent_buffers_set"):
         setattr(gm, attr, getattr(root, attr))
     gm.training = root.training
-    gm.meta.update({k: decode_value(v, resolver, f"meta {k!r}") for k, v in doc["meta"].items()})
+    gm.meta.update({k: decode_value(v, None, f"meta {k!r}") for k, v in doc["meta"].items()})
     gm.recompile()
     return gm
 
@@ -395,99 +409,7 @@ def _encode_meta(meta: dict) -> dict:
     out = {}
     for key, value in meta.items():
         try:
-            out[str(key)] = _value(value, f"GraphModule.meta[{key!r}]")
+            out[str(key)] = _value(value, f"GraphModule.meta[{key!r}]", data=True)
         except MutnasTorchError as err:
             log.info("not saving GraphModule.meta[%r]: %s", key, err)
     return out
-
-
-# ---------------------------------------------------------------- MutableModel state
-_RECORDS = {cls.__name__: cls for cls in (Binding, ParamAxis, Literal, Ref, mn.Change)}
-_MUTABLE = {"graph", "bindings", "literals", "pinned", "refs", "example_inputs", "history"}
-_MUTABLE |= {"optimizers"}  # live objects: not saved; attach them again after loading
-
-
-def _encode_mutable(mm: MutableModel) -> dict:
-    inputs = [
-        {"tensor": {"shape": list(x.shape), "dtype": _value(x.dtype, "input")}}
-        if torch.is_tensor(x)
-        else _value(x, "example input")
-        for x in mm.example_inputs
-    ]
-    return {
-        "graph": graph_to_dict(mm.graph),
-        "bindings": {k: _record(b) for k, b in mm.bindings.items()},
-        "literals": _record(mm.literals),
-        "pinned": dict(mm.pinned),
-        "refs": {k: _record(v) for k, v in mm.refs.items()},
-        "example_inputs": inputs,
-        "history": _record(mm.history),
-        "attributes": {  # training, growth and whatever plain settings the model gains
-            k: _record(v)
-            for k, v in vars(mm).items()
-            if k not in _INTERNALS - {"training"} and k not in _MUTABLE
-        },
-    }
-
-
-def _record(obj: Any) -> Any:
-    """Encode adapter state: records (dataclasses) by field, index arrays, the opaque marker."""
-    if type(obj).__name__ in _RECORDS and isinstance(obj, _RECORDS[type(obj).__name__]):
-        fields = {f.name: _record(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-        return {"record": [type(obj).__name__, fields]}
-    if isinstance(obj, np.ndarray):
-        return {"array": [str(obj.dtype), obj.tolist()]}
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if obj is _OPAQUE:
-        return {"opaque": None}
-    if isinstance(obj, (list, tuple)):
-        items = [_record(v) for v in obj]
-        return items if isinstance(obj, list) else {"tuple": items}
-    if isinstance(obj, dict):
-        tag = "index_maps" if isinstance(obj, IndexMaps) else "dict"
-        return {tag: [[_record(k), _record(v)] for k, v in obj.items()]}
-    return _value(obj, "mutnas state")
-
-
-def _unrecord(data: Any, resolver: Resolver) -> Any:
-    if isinstance(data, list):
-        return [_unrecord(d, resolver) for d in data]
-    tag, body = next(iter(data.items())) if isinstance(data, dict) and len(data) == 1 else ("", 0)
-    if tag == "record":
-        return _RECORDS[body[0]](**{k: _unrecord(v, resolver) for k, v in body[1].items()})
-    if tag == "array" and np.dtype(body[0]).kind in "iuf":
-        return np.asarray(body[1], dtype=np.dtype(body[0]))
-    if tag == "opaque":
-        return _OPAQUE
-    if tag == "tuple":
-        return tuple(_unrecord(d, resolver) for d in body)
-    if tag in ("dict", "index_maps"):
-        items = {_unrecord(k, resolver): _unrecord(v, resolver) for k, v in body}
-        return IndexMaps(items) if tag == "index_maps" else items
-    return decode_value(data, resolver, "mutnas state")
-
-
-def _decode_mutable(d: dict, gm: fx.GraphModule, resolver: Resolver) -> MutableModel:
-    analysis = Analysis(
-        graph_from_dict(d["graph"]),
-        {k: _unrecord(b, resolver) for k, b in d["bindings"].items()},
-        _unrecord(d["literals"], resolver),
-        dict(d["pinned"]),
-        {k: _unrecord(v, resolver) for k, v in d["refs"].items()},
-    )
-    mm = MutableModel(gm, analysis, tuple(_example(x, resolver) for x in d["example_inputs"]))
-    mm.history = _unrecord(d["history"], resolver)
-    for k, v in d["attributes"].items():
-        if not _identifier(k) or k.startswith("_") or k in _MUTABLE or hasattr(MutableModel, k):
-            raise MutnasTorchError(f"the file sets forbidden MutableModel attribute {k!r}")
-        setattr(mm, k, _unrecord(v, resolver))
-    return mm
-
-
-def _example(data: Any, resolver: Resolver) -> Any:
-    """Zeros of the saved shape and dtype (the values themselves are not saved)."""
-    if isinstance(data, dict) and set(data) == {"tensor"}:
-        dtype = decode_value(data["tensor"]["dtype"], resolver, "example input")
-        return torch.zeros([int(s) for s in data["tensor"]["shape"]], dtype=dtype)
-    return decode_value(data, resolver, "example input")
