@@ -3,7 +3,8 @@
 Every mutation runs: participants (:func:`find_participants`) → aligned classes
 (:class:`Partition`) → size problem (:class:`SizeProblem`) → :func:`solve` → decode and
 :func:`commit`. Use these to inspect a problem, or :func:`set_default_solver` to change
-the solver everywhere.
+the solver everywhere, and :func:`set_max_size` to change the bound on every vertex's
+size (:data:`DEFAULT_MAX_SIZE`, ``2**20``; see :mod:`mutnas.validate`).
 
 Example:
     >>> import mutnas as mn
@@ -23,8 +24,10 @@ from mutnas.mutations import default_solver, set_default_solver, transaction
 from mutnas.problem import Component, SizeProblem, SizeTerm, Weights
 from mutnas.segments import Partition, find_participants
 from mutnas.solve import Solution, SolverOptions, solve
+from mutnas.validate import DEFAULT_MAX_SIZE, max_size, set_max_size
 
 __all__ = [
+    "DEFAULT_MAX_SIZE",
     "Component",
     "Edits",
     "Partition",
@@ -38,7 +41,9 @@ __all__ = [
     "default_solver",
     "find_participants",
     "frozen_vertices",
+    "max_size",
     "set_default_solver",
+    "set_max_size",
     "solve",
     "transaction",
 ]

@@ -19,6 +19,7 @@ from mutnas.graph import Graph, _inconsistency
 from mutnas.problem import SizeProblem
 from mutnas.segments import NEW, OLD, REWIRED, Partition, is_extra
 from mutnas.solve import Solution
+from mutnas.validate import max_size
 from mutnas.vertex import ADD, INPUT, INVARIANT, Vertex
 
 __all__ = ["Edits", "commit", "decode", "positional"]
@@ -167,6 +168,7 @@ def commit(
             f"(graph outputs, pinned layers) keep theirs, so change another edge or layer",
             [v.name for v in moved],
         )
+    _check_bound(kind, partition, maps)
     change = Change(kind)
     old_groups = {b.vertex: graph[b.vertex].groups for b in partition.groups}
     widths = {b.vertex: b.width_out for b in partition.groups}
@@ -222,6 +224,22 @@ def commit(
         n_milp_classes=solution.n_milp_classes,
     )
     return change
+
+
+def _check_bound(kind: str, partition: Partition, maps: dict[str, np.ndarray]) -> None:
+    """Refuse a solution that grows a vertex past :func:`mutnas.validate.max_size`.
+
+    Requested sizes are checked before solving; this catches sizes that follow from them
+    (a concat whose inputs grew).
+    """
+    over = [v.name for v in partition.order if len(maps[v.name]) > max_size()]
+    if over:
+        described = ", ".join(f"{n!r} ({len(maps[n])})" for n in over)
+        raise SizeError(
+            f"{kind} would grow {described} above the size bound {max_size()}; raise it "
+            "with mutnas.advanced.set_max_size(n) if the size is meant",
+            over,
+        )
 
 
 def _permute(values: np.ndarray, index: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from mutnas.errors import GraphError, SizeError
+from mutnas.validate import check_int, check_options, check_size, max_size
 from mutnas.vertex import ABSORB, ADD, CONCAT, INPUT, INVARIANT, KINDS, Vertex
 
 __all__ = ["Graph", "VertexLike"]
@@ -49,7 +50,13 @@ class Graph:
 
     # ------------------------------------------------------------------ building
     def input(self, nout: int, *, name: str | None = None, meta: dict | None = None) -> Vertex:
-        """Add an immutable graph input of size ``nout``."""
+        """Add an immutable graph input of size ``nout``.
+
+        Every size given to a graph (``nout`` here and in :meth:`absorb`, the options
+        ``min_nout``, ``max_nout``, ``multiple_of``, ``groups``) is an integer (Python or
+        numpy; not ``bool``, ``float`` or ``str``) from 1 to :func:`mutnas.validate.max_size`;
+        anything else is a :class:`GraphError` and the graph is unchanged.
+        """
         return self._new(INPUT, [], nout, name, meta=meta)
 
     def absorb(
@@ -74,8 +81,9 @@ class Graph:
         if not inputs:
             raise GraphError(f"absorb vertex {name or ''!r} needs at least one input")
         ins = self._resolve_all(inputs)
-        if groups < 1:
-            raise GraphError(f"absorb vertex {name!r}: groups must be >= 1, got {groups}")
+        shown = name if name is not None else f"<new {ABSORB}>"
+        nout = check_size(nout, shown)
+        groups = check_int(groups, "groups", shown, minimum=1, maximum=max_size())
         if groups > 1:
             if len(ins) != 1:
                 raise GraphError(f"grouped vertex {name!r} must have exactly one input")
@@ -130,12 +138,8 @@ class Graph:
             raise GraphError(f"vertex names must be non-empty strings, got {name!r}")
         if name in self._vertices:
             raise GraphError(f"a vertex named {name!r} already exists; pick another name")
-        if int(nout) < 1:
-            raise GraphError(f"vertex {shown!r}: nout must be >= 1, got {nout}")
-        utility = options.get("utility")
-        if utility is not None and len(utility) != int(nout):
-            raise GraphError(f"vertex {shown!r}: utility has {len(utility)} values for nout={nout}")
-        _check_constraints(shown, nout, options, nominal=nominal)
+        nout = check_size(nout, shown)
+        check_options(shown, nout, options, nominal=nominal)
         if name is None:  # only now: a refused vertex must not use up a generated name
             self._counter += 1
             name = f"{kind}_{self._counter}"
@@ -376,31 +380,6 @@ class Graph:
         from mutnas.mutations import disconnect
 
         return disconnect(self, src, dst, utility=utility, solver=solver)
-
-
-def _check_constraints(
-    name: str, nout: int, options: dict[str, Any], *, nominal: bool = False
-) -> None:
-    """Validate options; unless ``nominal`` (a size about to be solved), also ``nout``."""
-    min_nout = options.get("min_nout", 1)
-    max_nout = options.get("max_nout")
-    multiple_of = options.get("multiple_of", 1)
-    if min_nout < 1:
-        raise GraphError(f"vertex {name!r}: min_nout must be >= 1, got {min_nout}")
-    if max_nout is not None and max_nout < min_nout:
-        raise GraphError(f"vertex {name!r}: max_nout={max_nout} is below min_nout={min_nout}")
-    if multiple_of < 1:
-        raise GraphError(f"vertex {name!r}: multiple_of must be >= 1, got {multiple_of}")
-    allowed = {"min_nout", "max_nout", "multiple_of", "fixed", "groups", "utility", "meta"}
-    unknown = set(options) - allowed
-    if unknown:
-        raise GraphError(f"vertex {name!r}: unknown options {sorted(unknown)}")
-    if nominal:
-        return
-    if nout % multiple_of:
-        raise GraphError(f"vertex {name!r}: nout={nout} is not a multiple of {multiple_of}")
-    if nout < min_nout or (max_nout is not None and nout > max_nout):
-        raise GraphError(f"vertex {name!r}: nout={nout} is outside [{min_nout}, {max_nout}]")
 
 
 def _inconsistency(v: Vertex) -> str | None:

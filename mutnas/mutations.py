@@ -21,6 +21,7 @@ from mutnas.graph import Graph, VertexLike
 from mutnas.problem import SizeProblem
 from mutnas.segments import Partition, find_participants
 from mutnas.solve import SolverOptions, solve
+from mutnas.validate import Utility, check_delta, check_int, check_size, max_size, utility_function
 from mutnas.vertex import ABSORB, ADD, CONCAT, INPUT, KINDS, Vertex
 
 __all__ = [
@@ -38,8 +39,6 @@ __all__ = [
 
 _DEFAULT = [SolverOptions()]
 
-Utility = Callable[[Vertex], Any] | Mapping[Any, Any] | None
-
 
 def default_solver() -> SolverOptions:
     """The solver options used when a mutation is not given any."""
@@ -51,23 +50,7 @@ def set_default_solver(options: SolverOptions) -> None:
     _DEFAULT[0] = options
 
 
-def _utility_fn(utility: Utility) -> Callable[[Vertex], np.ndarray | None]:
-    def default(v: Vertex):
-        if v.utility is not None:
-            return v.utility
-        return np.ones(v.nout) if v.is_source else None
-
-    if utility is None:
-        return default
-    if isinstance(utility, Mapping):
-        by_name = {(k.name if isinstance(k, Vertex) else k): val for k, val in utility.items()}
-        return lambda v: by_name[v.name] if v.name in by_name else default(v)
-
-    def call(v: Vertex):
-        values = utility(v)
-        return default(v) if values is None else values
-
-    return call
+UtilityFn = Callable[[Vertex], np.ndarray | None]
 
 
 def _solve(
@@ -75,15 +58,20 @@ def _solve(
     targets: dict[str, int],
     *,
     relaxed: bool,
-    utility: Utility,
+    utility: UtilityFn,
     solver: SolverOptions | None,
     prune: bool = False,
     equal: Sequence[tuple[str, str]] = (),
 ):
+    """Solve the size problem; ``utility`` is the checked function from ``utility_function``."""
     options = solver or default_solver()
-    fn = _utility_fn(utility)
     problem = SizeProblem(
-        partition, targets=targets, prune=prune, utility=fn, weights=options.weights, equal=equal
+        partition,
+        targets=targets,
+        prune=prune,
+        utility=utility,
+        weights=options.weights,
+        equal=equal,
     )
     try:
         return problem, solve(problem, options)
@@ -94,7 +82,7 @@ def _solve(
         partition,
         targets=targets,
         relaxed=True,
-        utility=fn,
+        utility=utility,
         weights=options.weights,
         equal=equal,
     )
@@ -128,6 +116,9 @@ def resize(
 
     Raises:
         SizeError: no sizes satisfy the request; the graph is unchanged.
+        GraphError: a delta is not an integer, a new size would pass
+            :func:`mutnas.validate.max_size`, or a utility is not one finite number per
+            neuron of a vertex of the graph; checked before anything is solved.
 
     Example:
         >>> import mutnas as mn
@@ -146,11 +137,13 @@ def resize(
     if isinstance(target, Mapping):
         if delta is not None:
             raise TypeError("pass either {vertex: delta} or (vertex, delta), not both")
-        requests = {graph.vertex(v): int(d) for v, d in target.items()}
+        requests = {graph.vertex(v): d for v, d in target.items()}
     else:
         if delta is None:
             raise TypeError("resize(v, delta) needs a delta")
-        requests = {graph.vertex(target): int(delta)}
+        requests = {graph.vertex(target): delta}
+    requests = {v: check_delta(d, v.name, v.nout) for v, d in requests.items()}
+    utility = utility_function(graph, utility)
     targets = {}
     for v, d in requests.items():
         if v.kind == INPUT or (v.fixed and d):
@@ -225,6 +218,7 @@ def prune(
         >>> g.prune(utility={"a": [1.0, -1.0, 2.0, -0.5]}).outputs["a"].tolist()
         [0, 2]
     """
+    utility = utility_function(graph, utility)
     seeds = graph.vertices if vertices is None else [graph.vertex(v) for v in vertices]
     partition = Partition(find_participants(seeds))
     problem, solution = _solve(
@@ -316,7 +310,7 @@ def _resolve_structure(
     edits: Edits,
     kind: str,
     *,
-    utility: Utility,
+    utility: UtilityFn,
     solver: SolverOptions | None,
     targets: dict[str, int] | None = None,
     extra_consumers: Sequence[Vertex] = (),
@@ -377,11 +371,16 @@ def insert_after(
     source = graph.vertex(v)
     if kind not in KINDS or kind == INPUT:
         raise GraphError(f"cannot insert a vertex of kind {kind!r}; use absorb or invariant")
+    shown = name if name is not None else f"<new {kind}>"
+    if nout is not None:
+        nout = check_size(nout, shown)
     if nout is not None and kind != ABSORB and nout != source.nout:
         raise GraphError(f"a {kind} vertex keeps its input's size; nout={nout} is not allowed")
+    groups = check_int(options.get("groups", 1), "groups", shown, minimum=1, maximum=max_size())
+    utility = utility_function(graph, utility)
     consumers = list(dict.fromkeys(source.outputs))
     undo = _Structure(graph, [source, *consumers])
-    if kind == ABSORB and options.get("groups", 1) > 1 and source.nout % options["groups"]:
+    if kind == ABSORB and groups > 1 and source.nout % groups:
         raise GraphError(
             f"grouped vertex {name!r}: groups={options['groups']} must divide nin={source.nout}"
         )
@@ -427,6 +426,7 @@ def remove(
         ([('x', 2), ('a', 5), ('c', 3)], [0, 1, 2, 3, -1])
     """
     vertex = graph.vertex(v)
+    utility = utility_function(graph, utility)
     if vertex.kind == INPUT:
         raise GraphError(f"cannot remove input vertex {vertex.name!r}")
     if len(vertex.inputs) != 1:
@@ -507,7 +507,7 @@ class _SizeSnapshot:
             v._nout, v.utility, v.groups = nout, utility, groups
 
 
-def _equalize(graph: Graph, x: Vertex, v: Vertex, utility: Utility, solver) -> Change:
+def _equalize(graph: Graph, x: Vertex, v: Vertex, utility: UtilityFn, solver) -> Change:
     """Bring ``x`` and ``v`` to one size, trying NaiveNASlib's strategies in its order:
     increase the smaller, else decrease the bigger, else let the solver pick any size."""
     partition = Partition(find_participants([x, v]))
@@ -577,6 +577,7 @@ def connect(
         ([3, 4], 7)
     """
     source, target = graph.vertex(src), graph.vertex(dst)
+    utility = utility_function(graph, utility)
     if target.kind not in (ADD, CONCAT):
         raise GraphError(
             f"can only connect into add or concat vertices; {target.name!r} is {target.kind}"
@@ -622,6 +623,7 @@ def disconnect(
         (4, [3, 4, 5, 6])
     """
     source, target = graph.vertex(src), graph.vertex(dst)
+    utility = utility_function(graph, utility)
     if source not in target.inputs:
         raise GraphError(f"there is no edge {source.name!r} -> {target.name!r}")
     if len(target.inputs) < 2:

@@ -146,7 +146,7 @@ class TestBuildingErrors:
             ),
             (
                 lambda g, x: g.absorb(x, nout=2, name="a", groups=0),
-                r"absorb vertex 'a': groups must be >= 1, got 0",
+                r"vertex 'a': groups must be >= 1, got 0",
             ),
             (
                 lambda g, x: g.absorb(x, x, nout=3, name="a", groups=3),
