@@ -1,4 +1,4 @@
-"""Ray backend: persistent actors, on a local Ray instance or across a cluster.
+"""Ray backend: persistent actors, on a private local Ray instance or across a cluster.
 
 Each worker is a Ray actor holding its :class:`~evolve.problem.Problem` for its whole
 life (``num_gpus`` per actor: 1 for a GPU each, 0.25 to pack four on one). The search's
@@ -7,14 +7,21 @@ tensors are put in Ray's object store once (or each actor calls a
 bytes of its model file, and the trained weights come back as bytes, so nodes need no
 shared disk. Ray is optional (``pip install mutnas[ray]``) and imported only here, when a
 :class:`RayEvaluator` starts.
+
+Without an address, the evaluator starts a Ray instance of its own
+(:func:`init_private_ray`) instead of ``ray.init()``'s default, which joins any cluster it
+finds on the machine (``RAY_ADDRESS``, a ``ray start`` cluster, or the address file a dead
+cluster leaves in Ray's temp folder) and listens on every network interface.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +39,12 @@ from evolve.parallel.worker import (
 )
 from evolve.problem import Problem
 
-__all__ = ["RayEvaluator", "RayPool", "RayWorker", "import_ray"]
+__all__ = ["LOOPBACK", "RayEvaluator", "RayPool", "RayWorker", "import_ray", "init_private_ray"]
 
 log = logging.getLogger(__name__)
+
+#: The address a private Ray instance's servers listen on.
+LOOPBACK = "127.0.0.1"
 
 
 def import_ray():
@@ -53,6 +63,71 @@ def import_ray():
             "the ray evaluator needs Ray: pip install 'mutnas[ray]' (or ray[default])"
         ) from err
     return ray
+
+
+@contextlib.contextmanager
+def _loopback_node_ip(ray) -> Iterator[None]:
+    """Let ``ray.init`` keep ``127.0.0.1`` as the node IP while it starts the node.
+
+    On Linux Ray replaces a loopback node IP by the machine's address (so that other nodes
+    could join), and its GCS, raylet and workers then listen on every interface. It keeps
+    the loopback address where clusters are off (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``,
+    read once into ``ray_constants.ENABLE_RAY_CLUSTER``), and its servers then listen on
+    127.0.0.1 only: that switch is set for the duration of the start.
+    """
+    constants = getattr(getattr(ray, "_private", None), "ray_constants", None)
+    if constants is None or not hasattr(constants, "ENABLE_RAY_CLUSTER"):
+        yield  # another Ray: init_private_ray checks the outcome
+        return
+    before = constants.ENABLE_RAY_CLUSTER
+    constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        constants.ENABLE_RAY_CLUSTER = before
+
+
+def init_private_ray(ray, **options: Any) -> None:
+    """Start a new Ray instance for this process alone, listening on 127.0.0.1 only.
+
+    Unlike ``ray.init()``, it never joins a cluster found on the machine (``RAY_ADDRESS``, a
+    ``ray start`` cluster, the ``ray_current_cluster`` file a dead one leaves in Ray's temp
+    folder): it passes ``address="local"``. Its node IP is 127.0.0.1, so the GCS, the
+    raylet, the workers and this driver listen on the loopback interface only, and it
+    starts no dashboard. ``ray.shutdown()`` stops it.
+
+    Args:
+        ray: the ``ray`` module.
+        **options: further ``ray.init`` arguments (``num_cpus``, ``runtime_env``...);
+            ``address`` and ``_node_ip_address`` are this function's to set.
+
+    Raises:
+        ConfigError: ``options`` set an address, or this Ray version could not keep its
+            servers on 127.0.0.1 (the instance is stopped again).
+
+    Example:
+        >>> ray = import_ray()  # doctest: +SKIP
+        >>> init_private_ray(ray, num_cpus=2)  # doctest: +SKIP
+        >>> ray.util.get_node_ip_address()  # doctest: +SKIP
+        '127.0.0.1'
+    """
+    taken = sorted({"address", "_node_ip_address"} & set(options))
+    if taken:
+        raise ConfigError(
+            f"init_options {taken} would make the private Ray instance join or expose a "
+            "cluster; pass address= to RayEvaluator to use a cluster instead"
+        )
+    settings = {"include_dashboard": False, **options}
+    with _loopback_node_ip(ray):
+        ray.init(address="local", _node_ip_address=LOOPBACK, **settings)
+    node_ip = ray.util.get_node_ip_address()
+    if node_ip != LOOPBACK:
+        ray.shutdown()
+        raise ConfigError(
+            f"Ray {ray.__version__} gave its private instance the node IP {node_ip}, so it "
+            f"would listen beyond {LOOPBACK}; start a cluster bound where you want it "
+            "(ray start --head --node-ip-address=...) and pass its address"
+        )
 
 
 def _read_folder(folder: str) -> dict[str, bytes]:
@@ -219,13 +294,15 @@ def _first_line(err: BaseException) -> str:
 class RayEvaluator(ParallelEvaluator):
     """Trains candidates in persistent Ray actors, locally or across a Ray cluster.
 
-    Uses the running Ray instance if there is one, else ``ray.init(address=address)``
-    (``None``: a new local instance; ``"auto"``: the cluster this machine belongs to;
-    ``"ray://head:10001"``: a remote one), and shuts down only what it started.
+    Uses the running Ray instance if there is one; else, without an address, starts a
+    private one (:func:`init_private_ray`: new, on 127.0.0.1 only, whatever else runs on
+    the machine), and with one, ``ray.init(address=address)`` joins that cluster
+    (``"auto"``: the cluster this machine belongs to; ``"ray://head:10001"``: a remote
+    one). It shuts down only what it started.
 
     Args:
         n_workers: actors (default: as many as the cluster's CPUs, or GPUs, allow).
-        address: the cluster to join (see above).
+        address: the cluster to join (see above); ``None``: a private local instance.
         num_cpus: CPUs reserved per actor.
         num_gpus: GPUs per actor (fractions pack several on one GPU); ``None``: 1 when
             the problem's device is CUDA, else 0.
@@ -275,7 +352,10 @@ class RayEvaluator(ParallelEvaluator):
     def _make_pool(self, problem: Problem, spool: Path) -> RayPool:
         ray = import_ray()
         if not ray.is_initialized():
-            ray.init(address=self.address, **(self.init_options or {}))
+            if self.address is None:
+                init_private_ray(ray, **(self.init_options or {}))
+            else:
+                ray.init(address=self.address, **(self.init_options or {}))
             self._started_ray = True
         num_gpus = self.num_gpus
         if num_gpus is None:

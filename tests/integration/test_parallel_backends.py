@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -186,10 +189,22 @@ def check_run_dir(run_dir, result) -> None:
 
 @pytest.fixture(scope="module")
 def local_ray():
+    """A private Ray instance, started as the evaluator starts one, while Ray's temp folder
+    holds the address file of a cluster that died (which ``ray.init()`` would try to join:
+    "When connecting to an existing cluster, num_cpus and num_gpus must not be provided")."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
+    from evolve.parallel.ray_backend import init_private_ray
+
+    folder = Path(tempfile.mkdtemp(prefix="mnray-", dir="/tmp"))  # Ray's socket paths are short
+    (folder / "ray").mkdir()
+    (folder / "ray" / "ray_current_cluster").write_text("127.0.0.1:9")  # nothing listens
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_TMPDIR", str(folder))
+        patch.delenv("RAY_ADDRESS", raising=False)
+        init_private_ray(ray, num_cpus=2, log_to_driver=False)
+        yield ray
+        ray.shutdown()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_ray_gives_the_serial_history(local_ray, serial_history):

@@ -29,7 +29,7 @@ from evolve.parallel import (
     run_async,
 )
 from evolve.parallel import processes as processes_module
-from evolve.parallel.ray_backend import import_ray
+from evolve.parallel.ray_backend import import_ray, init_private_ray
 
 # ------------------------------------------------------------ choosing a backend
 
@@ -83,6 +83,48 @@ def test_missing_ray_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ConfigError, match=r"pip install 'mutnas\[ray\]'"):
         import_ray()
+
+
+class _FakeRay:
+    """Records ``ray.init`` calls; its node IP is what ``ray.init`` was given."""
+
+    __version__ = "0.0"
+
+    def __init__(self, node_ip=None):
+        self.calls, self.shut = [], False
+        self.node_ip = node_ip
+        self.util = type("util", (), {"get_node_ip_address": lambda _: self._ip()})()
+
+    def _ip(self):
+        return self.node_ip or self.calls[-1].get("_node_ip_address") or "10.0.0.5"
+
+    def init(self, **kwargs):
+        self.calls.append(kwargs)
+
+    def shutdown(self):
+        self.shut = True
+
+
+def test_private_ray_is_new_and_on_loopback():
+    ray = _FakeRay()
+    init_private_ray(ray, num_cpus=2)
+    assert ray.calls == [
+        {"address": "local", "_node_ip_address": "127.0.0.1", "include_dashboard": False,
+         "num_cpus": 2}
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("option", ["address", "_node_ip_address"])
+def test_private_ray_refuses_an_address_in_its_options(option):
+    with pytest.raises(ConfigError, match=rf"init_options \['{option}'\] would make the private"):
+        init_private_ray(_FakeRay(), **{option: "auto"})
+
+
+def test_private_ray_that_ray_moved_off_loopback_is_stopped():
+    ray = _FakeRay(node_ip="10.0.0.5")
+    with pytest.raises(ConfigError, match=r"node IP 10.0.0.5, so it would listen beyond 127"):
+        init_private_ray(ray)
+    assert ray.shut
 
 
 # ------------------------------------------------------------ planning workers
