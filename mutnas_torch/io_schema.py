@@ -123,7 +123,7 @@ def read_regular(file: Path, cap: int, *, read: bool = True) -> bytes:
         raise
     except OSError as err:
         raise MutnasTorchError(f"{file} cannot be opened: {err.strerror}") from None
-    with os.fdopen(fd, "rb") as f:
+    try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise MutnasTorchError(
@@ -132,7 +132,10 @@ def read_regular(file: Path, cap: int, *, read: bool = True) -> bytes:
             )
         if info.st_size > cap:
             raise MutnasTorchError(_too_big(file, info.st_size, cap))
-        raw = f.read(cap + 1) if read else b""
+        with os.fdopen(os.dup(fd), "rb") as f:
+            raw = f.read(cap + 1) if read else b""
+    finally:
+        os.close(fd)
     if len(raw) > cap:
         raise MutnasTorchError(_too_big(file, len(raw), cap))
     return raw
