@@ -3,6 +3,7 @@
     python benchmarks/solver.py            # full run, prints a markdown table
     python benchmarks/solver.py --quick    # small sizes, a few seconds
     python benchmarks/solver.py --stateful 100000   # also the long stateful run
+    python benchmarks/solver.py --stateful-only --stateful 100000   # only that run
 
 Measured here:
 
@@ -15,7 +16,9 @@ Measured here:
 3. the same prunes through the MILP (``SolverOptions(closed_form=False)``): PuLP model build
    time and CBC solve time reported separately;
 4. a naive PuLP model with one binary per neuron for the ResNet-50 prune (build and solve);
-5. optionally, the long stateful run of tests/property/test_core_stateful.py.
+5. optionally, the long stateful run of tests/property/test_core_stateful.py: a failing
+   sequence is counted and listed (each chunk of 500 sequences stops at its first failure),
+   and the run goes on.
 """
 
 from __future__ import annotations
@@ -255,14 +258,23 @@ def stateful(n_mutations: int) -> dict:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     total: dict[str, int] = {}
-    seconds = 0.0
+    seconds, failures = 0.0, []
     while total.get("attempted", 0) < n_mutations:
-        counts, run_s = module.run_machine(500)
-        seconds += run_s
+        start = time.perf_counter()
+        try:
+            counts, _ = module.run_machine(500)
+        except Exception as err:  # a failing sequence: counted, and the run goes on
+            counts = module.CoreMachine.counts  # what the chunk did before it stopped
+            failures.append(f"{type(err).__name__}: {str(err).splitlines()[0][:300]}")
+        seconds += time.perf_counter() - start
         for key, value in counts.items():
             total[key] = total.get(key, 0) + value
-        print(f"  stateful: {total['attempted']} mutations, {seconds:.0f} s", file=sys.stderr)
-    return {"counts": total, "seconds": seconds}
+        print(
+            f"  stateful: {total['attempted']} mutations, {len(failures)} failures, "
+            f"{seconds:.0f} s",
+            file=sys.stderr,
+        )
+    return {"counts": total, "seconds": seconds, "failures": failures}
 
 
 # ---------------------------------------------------------------- report
@@ -288,6 +300,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, a few seconds")
     parser.add_argument("--stateful", type=int, default=0, metavar="N", help="mutations")
+    parser.add_argument(
+        "--stateful-only", action="store_true", help="skip the timings; only the stateful run"
+    )
     parser.add_argument("--repeats", type=int, default=51)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--profile", action="store_true", help="cProfile the slow steps")
@@ -302,6 +317,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"{platform.processor() or platform.platform()}\n")
 
+    if args.stateful_only:
+        report_stateful(args.stateful or 100_000)
+        return
     loc = locality(10, n_large, repeats)
     large = loc[n_large]
     print("## Locality: resize one inner layer (+1/-1), median of", repeats, "\n")
@@ -366,17 +384,27 @@ def main(argv: list[str] | None = None) -> None:
             print("```\n")
 
     if args.stateful:
-        run = stateful(args.stateful)
-        c = run["counts"]
-        print("## Long stateful run\n")
-        print("| mutations | applied | refused | graphs | failures | wall |")
-        print("|---:|---:|---:|---:|---:|---:|")
-        print(
-            f"| {c['attempted']:,} | {c['applied']:,} | {c['refused']:,} | {c['graphs']:,} "
-            f"| 0 | {run['seconds']:.0f} s |\n"
-        )
-        kinds = sorted(k for k in c if k.startswith(("applied ", "refused ")))
-        print(", ".join(f"{k}: {c[k]:,}" for k in kinds))
+        report_stateful(args.stateful)
+
+
+def report_stateful(n_mutations: int) -> None:
+    """Print the long stateful run's table: counts, failing sequences (each listed), wall time."""
+    run = stateful(n_mutations)
+    c = run["counts"]
+    print("## Long stateful run\n")
+    print("| mutations | applied | refused | graphs | with a fixed vertex | with declared "
+          "outputs | failing sequences | wall |")  # fmt: skip
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        f"| {c['attempted']:,} | {c['applied']:,} | {c['refused']:,} | {c['graphs']:,} "
+        f"| {c.get('graphs with a fixed vertex', 0):,} "
+        f"| {c.get('graphs with declared outputs', 0):,} | {len(run['failures'])} "
+        f"| {run['seconds']:.0f} s |\n"
+    )
+    for failure in run["failures"]:
+        print(f"- failure: {failure}")
+    kinds = sorted(k for k in c if k.startswith(("applied ", "refused ")))
+    print(", ".join(f"{k}: {c[k]:,}" for k in kinds))
 
 
 if __name__ == "__main__":
