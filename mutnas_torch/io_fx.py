@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 _OPS = {"placeholder", "get_attr", "call_function", "call_method", "call_module", "output"}
-_NODE_KEYS = {"op", "name", "target", "args", "kwargs", "tensor_meta", "type"}
+_NODE_KEYS = {"op", "name", "target", "args", "kwargs", "tensor_meta", "type", "wrapped"}
 
 
 def _is_routine(obj: Any) -> bool:
@@ -283,7 +283,8 @@ _DECODERS: dict[str, Callable] = {
 
 # ---------------------------------------------------------------- graphs
 def encode_graph(graph: fx.Graph) -> list[dict]:
-    """Every node in order: op, name, target, args, kwargs, ``tensor_meta`` and type."""
+    """Every node in order: op, name, target, args, kwargs, ``tensor_meta``, type and
+    whether it calls a ``torch.fx.wrap`` function (the generated code re-registers those)."""
     if type(graph._codegen) is not fx.graph.CodeGen:
         raise MutnasTorchError(
             f"cannot save a graph with custom code generation ({type(graph._codegen).__name__}); "
@@ -306,6 +307,8 @@ def encode_graph(graph: fx.Graph) -> list[dict]:
             entry["tensor_meta"] = encode_value(node.meta["tensor_meta"], where)
         if node.type is torch.Tensor:  # the only annotation kept (``x: torch.Tensor``)
             entry["type"] = "tensor"
+        if node.meta.get("is_wrapped") is True:  # a torch.fx.wrap leaf: the code says so
+            entry["wrapped"] = True
         out.append(entry)
     return out
 
@@ -324,8 +327,12 @@ def decode_graph(entries: Any, resolver: Resolver) -> fx.Graph:
         if not isinstance(entry, dict) or not identifier(entry.get("name")):
             raise MutnasTorchError(f"malformed graph node {entry!r:.80} in the model file")
         where = f"node {entry['name']!r}"
-        if set(entry) - _NODE_KEYS or entry.get("type", "tensor") != "tensor":
-            raise MutnasTorchError(f"{where}: unknown fields {sorted(set(entry) - _NODE_KEYS)}")
+        flags = entry.get("type", "tensor") == "tensor" and entry.get("wrapped", True) is True
+        if set(entry) - _NODE_KEYS or not flags:
+            odd = sorted(set(entry) - _NODE_KEYS)
+            raise MutnasTorchError(
+                f"{where}: unknown fields {odd} or a malformed type or wrapped flag"
+            )
         op, target = entry.get("op"), _target(entry, resolver, where)
         args = decode_value({"tuple": entry.get("args", [])}, resolver, where, nodes)
         kwargs = entry.get("kwargs", {})
@@ -338,6 +345,8 @@ def decode_graph(entries: Any, resolver: Resolver) -> fx.Graph:
             raise MutnasTorchError(f"{where}: the name is taken or reserved (corrupt file)")
         if "tensor_meta" in entry:
             node.meta["tensor_meta"] = decode_value(entry["tensor_meta"], None, where)
+        if entry.get("wrapped") and op == "call_function":
+            node.meta["is_wrapped"] = True
         nodes[node.name] = node
     return graph
 

@@ -104,8 +104,10 @@ def _prelu(m: nn.Module) -> Shapes:
 def _attention(m: nn.Module) -> Shapes:
     e = _size(m, "embed_dim")
     if _divides(m, e, "num_heads") != vars(m).get("head_dim"):
-        raise ValueError(f"head_dim is not embed_dim // num_heads = {e // m.num_heads}")
+        raise ValueError(f"head_dim is not embed_dim // num_heads = {e // vars(m)['num_heads']}")
     kdim, vdim = _size(m, "kdim"), _size(m, "vdim")
+    if vars(m).get("_qkv_same_embed_dim") is not (kdim == e and vdim == e):
+        raise ValueError("_qkv_same_embed_dim does not say whether kdim = vdim = embed_dim")
     return {
         "in_proj_weight": (3 * e, e),
         "q_proj_weight": (e, e),

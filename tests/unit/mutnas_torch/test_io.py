@@ -156,13 +156,16 @@ def test_conv_bn_round_trip_keeps_buffers_and_modes(tmp_path):
         "resnet18",
         "mobilenet_v3_small",
         pytest.param("vit_b_16", marks=pytest.mark.slow),
+        pytest.param("swin_t", marks=pytest.mark.slow),  # window attention tables
+        pytest.param("maxvit_t", marks=pytest.mark.slow),  # grid attention tables, 224 px
     ],
 )
 def test_torchvision_round_trip(tmp_path, name):
     torch.manual_seed(0)
     kwargs = {"image_size": 32} if name == "vit_b_16" else {}
     net = torchvision.models.get_model(name, **kwargs).eval()
-    x = torch.randn(1, 3, 32, 32)
+    size = 224 if name == "maxvit_t" else 32
+    x = torch.randn(1, 3, size, size)
     mm = mt.mutable(net, x)
     mm.eval()
     loaded = round_trip(mm, tmp_path)
@@ -480,6 +483,8 @@ def test_refuses_subprocess_popen_as_module_type(tmp_path):
         ("module", f"{__name__}.Canary", "refusing module type"),
         ("module", "torch.nn.modules.linear.torch.fx.GraphModule", "refusing module type"),
         ("module", "torch.nn.functional.relu", "refusing module type"),
+        ("module", "torch.nn.Linear", "refusing module type"),  # an alias, not where it lives
+        ("module", "torch.nn.parallel.DataParallel", "refusing module type"),
         ("method", "numpy", "refusing tensor method 'numpy'"),
         ("method", "__reduce_ex__", "refusing tensor method"),
         ("attribute", "__class__", "refusing tensor attribute '__class__'"),
@@ -651,3 +656,174 @@ def test_load_accepts_either_file_path(tmp_path):
     gm = fx.symbolic_trace(Small())
     folder = save(gm, tmp_path / "model")
     assert_same_output(gm, load(folder / "model.safetensors"), torch.randn(2, 4))
+
+
+# ---------------------------------------------------------------- data, not behaviour
+@pytest.mark.parametrize("layer", [nn.TransformerEncoderLayer, nn.TransformerDecoderLayer])
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_transformer_layers_keep_their_functional_activation(tmp_path, layer, activation):
+    torch.manual_seed(0)
+    module = layer(8, 2, 16, dropout=0.0, activation=activation, batch_first=True).eval()
+    assert vars(module)["activation"] is getattr(torch.nn.functional, activation)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = module
+
+        def forward(self, x):
+            return (
+                self.layer(x, x)
+                if isinstance(module, nn.TransformerDecoderLayer)
+                else self.layer(x)
+            )
+
+    x = torch.randn(2, 5, 8)
+    gm = trace(Net().eval(), x, leaf_modules=[layer])
+    loaded = round_trip(gm, tmp_path)
+    assert vars(loaded.get_submodule("layer"))["activation"] is vars(module)["activation"]
+    assert_same_output(gm, loaded, x)
+
+
+def test_transformer_activation_takes_only_a_functional_function(tmp_path):
+    module = nn.TransformerEncoderLayer(8, 2, 16)
+    module.activation = canary
+    gm = trace(Wrap(module), torch.randn(2, 3, 8), leaf_modules=[nn.TransformerEncoderLayer])
+    with pytest.raises(
+        MutnasTorchError, match=r"attribute 'activation': only a torch\.nn\.functional"
+    ):
+        save(gm, tmp_path / "canary")
+    module.activation = torch.nn.functional.silu  # any functional activation is fine
+    assert round_trip(gm, tmp_path).get_submodule("layer").activation is torch.nn.functional.silu
+
+    damage = _set("modules.1.state.activation", {"function": "builtins.getattr"})
+    with pytest.raises(
+        MutnasTorchError, match=r"only a torch\.nn\.functional function may go here"
+    ):
+        load(edited(tmp_path, gm, damage))
+    damage = _set("modules.1.state.in_features", {"function": "torch.nn.functional.relu"})
+    with pytest.raises(MutnasTorchError, match="'in_features': holds a function"):
+        load(edited(tmp_path, fx.symbolic_trace(Small()), damage))
+
+
+def test_save_refuses_what_load_would_refuse(tmp_path):
+    for attr, value, match in [
+        ("note", torch.relu, "attribute 'note': cannot save <built-in .*data only"),
+        ("kind", nn.Linear, "attribute 'kind': cannot save <class .*data only"),
+        ("extra_repr", "shadowing", "attribute 'extra_repr': cannot save it: the name names"),
+        ("forward", lambda x: x, "attribute 'forward': cannot save it: the name names"),
+    ]:
+        swish = Swish()
+        setattr(swish, attr, value)
+        gm = trace(Wrap(swish), torch.randn(2, 2), leaf_modules=[Swish])
+        with pytest.raises(MutnasTorchError, match=match):
+            save(gm, tmp_path / attr)
+        assert not (tmp_path / attr / "model.json").exists()
+
+
+def test_version_1_files_load_with_a_warning_that_nothing_is_verified(tmp_path, caplog):
+    gm = fx.symbolic_trace(Small())
+
+    def version_1(doc):
+        doc["version"] = 1
+        del doc["tensors"]
+
+    with caplog.at_level("WARNING", logger="mutnas_torch.io"):
+        loaded = load(edited(tmp_path, gm, version_1))
+    assert "format version 1 has no tensor checksums" in caplog.text
+    assert_same_output(gm, loaded, torch.randn(2, 4))
+    damage = _set("version", 1)  # a version 1 file has no checksums to give
+    with pytest.raises(MutnasTorchError, match=r"unknown fields \['tensors'\]"):
+        load(edited(tmp_path, gm, damage))
+
+
+@pytest.mark.parametrize(
+    ("layer", "shape", "attribute", "value", "match"),
+    [
+        (nn.Linear(4, 3), (2, 4), "in_features", True, "in_features is True, not a size"),
+        (nn.Conv2d(3, 4, 3), (1, 3, 8, 8), "out_channels", 5, r"'layer\.weight' has shape"),
+        (nn.Conv2d(3, 4, 3), (1, 3, 8, 8), "kernel_size", {"tuple": [5, 5]}, "has shape"),
+        (nn.Conv2d(4, 4, 3), (1, 4, 8, 8), "groups", 3, "groups = 3 does not divide 4"),
+        (nn.ConvTranspose2d(4, 4, 3, groups=2), (1, 4, 6, 6), "in_channels", 6, "has shape"),
+        (nn.BatchNorm2d(3), (2, 3, 4, 4), "num_features", 4, r"'layer\.weight' has shape"),
+        (nn.GroupNorm(2, 4), (2, 4, 3, 3), "num_channels", 6, "has shape"),
+        (nn.LayerNorm((3, 4)), (2, 3, 4), "normalized_shape", {"tuple": [3, 5]}, "has shape"),
+        (nn.Embedding(10, 4), None, "embedding_dim", 5, "has shape"),
+        (nn.PReLU(3), (2, 3, 4), "num_parameters", 4, "has shape"),
+        (nn.MultiheadAttention(8, 2), (2, 5, 8), "embed_dim", 16, "head_dim is not"),
+        (nn.MultiheadAttention(8, 2), (2, 5, 8), "kdim", 4, "_qkv_same_embed_dim"),
+        (nn.LSTM(4, 6, num_layers=2), (2, 5, 4), "hidden_size", 7, "has shape"),
+        (nn.LSTM(4, 6, num_layers=2), (2, 5, 4), "num_layers", 10**9, "parameters for"),
+        (nn.LSTM(4, 6), (2, 5, 4), "_flat_weights_names", ["forward"] * 4, "do not list"),
+        (nn.GRU(3, 4), (2, 5, 3), "mode", "LSTM", "has shape"),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, nn.Module) else None,
+)
+def test_tensor_shapes_must_match_the_layers_attributes(
+    tmp_path, layer, shape, attribute, value, match
+):
+    x = torch.randint(0, 10, (2, 5)) if shape is None else torch.randn(shape)
+    gm = trace(Wrap(layer), x, leaf_modules=[type(layer)])
+    damage = _set(f"modules.1.state.{attribute}", value)
+    with pytest.raises(
+        MutnasTorchError, match=rf"module 'layer' \({type(layer).__name__}\).*{match}"
+    ):
+        load(edited(tmp_path, gm, damage))
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ('{"format": NaN}', "NaN is not a JSON number"),
+        ('{"format": 1e999}', "out of range"),
+        ('{"format": 1, "format": 2}', "duplicate key 'format'"),
+    ],
+)
+def test_json_is_read_strictly(tmp_path, text, match):
+    folder = save(fx.symbolic_trace(Small()), tmp_path / "model")
+    (folder / "model.json").write_text(text)
+    with pytest.raises(MutnasTorchError, match=match):
+        load(folder)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "match"),
+    [
+        (
+            "mutable.bindings.0.record.1.extra",
+            {"dict": [["f", {"function": "torch.relu"}]]},
+            "holds a function",
+        ),
+        (
+            "mutable.bindings.0.record.1.outputs.0.record.1.target",
+            "0.forward",
+            "is not an axis of a tensor",
+        ),
+        ("mutable.bindings.0.record.1.outputs.0.record.1.axis", "0", "field 'axis' holds str"),
+        ("mutable.bindings.0.record.1.outputs.0.record.1.axis", True, "field 'axis' holds bool"),
+        ("mutable.bindings.0.record.0", "Popen", "unknown or malformed record"),
+        ("mutable.bindings.0.record.1.module", "gone", "not a Binding of a module of the model"),
+        ("mutable.example_inputs.0.tensor.shape", [-1, 4], "is not a list of sizes"),
+        ("mutable.example_inputs.0.tensor.shape", [True, 4], "is not a list of sizes"),
+        ("mutable.example_inputs.0.tensor.dtype", {"function": "torch.zeros"}, "holds a function"),
+        ("mutable.attributes.training", "yes", "attribute 'training' is not a"),
+        ("mutable.history", [{"array": ["object", [1]]}], "malformed array"),
+        ("mutable.pinned", {"dict": []}, "pins are malformed"),
+        ("meta.hook", {"function": "torch.relu"}, "meta 'hook': holds a function"),
+    ],
+)
+def test_mutable_model_state_is_typed_data(tmp_path, path, value, match):
+    mm = mt.mutable(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)), torch.randn(2, 4))
+
+    def damage(doc):
+        *keys, last = path.split(".")
+        obj = doc
+        for key in keys:
+            obj = (
+                next(iter(obj.values())) if key == "0" and isinstance(obj, dict) else _at(obj, key)
+            )
+        obj[int(last) if last.isdigit() else last] = value
+
+    with pytest.raises(MutnasTorchError, match=match) as info:
+        load(edited(tmp_path, mm, damage))
+    assert "\n" not in str(info.value)
