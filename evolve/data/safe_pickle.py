@@ -238,6 +238,10 @@ def restricted_loads(data: bytes, *, source: str = "<bytes>") -> Any:
         loaded = unpickler.load()
     except _Refused as refusal:
         raise DatasetError(f"refusing {refusal.what} from {source}: {refusal.why}") from None
+    except MemoryError:  # CPython sizes a bytes value from its declared length, then reads
+        raise DatasetError(
+            f"refusing {source}: it declares a value larger than memory allows {_CRAFTED}"
+        ) from None
     except Exception as error:  # malformed pickles raise many types
         detail = " ".join(str(error).split())
         raise DatasetError(

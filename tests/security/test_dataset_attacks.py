@@ -240,3 +240,19 @@ def test_a_real_pickle_still_reads(tmp_path):
         images, labels = read_cifar_python(path)
         np.testing.assert_array_equal(images.reshape(2, -1), batch[b"data"])
         assert labels.tolist() == [3, 4]
+
+
+def test_a_declared_length_beyond_memory_is_one_line(capped):
+    """A 14-byte pickle whose bytes value claims 2**40 bytes: CPython allocates the claimed
+    length before reading it; the refusal says so instead of a bare MemoryError."""
+    code = """
+    from evolve.data.safe_pickle import restricted_loads
+    from evolve.errors import DatasetError
+    try:
+        restricted_loads(b"\\x80\\x04\\x8e" + (2**40).to_bytes(8, "little") + b"abc", source="x")
+    except DatasetError as err:
+        print("REFUSED", err)
+    """
+    result = capped(code, margin_mib=128)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("REFUSED refusing x: it declares a value larger than memory")
