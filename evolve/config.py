@@ -24,13 +24,27 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("onecycle", "cosine", "constant")
 
 
+def _number(value: Any) -> bool:
+    """A finite real number (``True`` is not one)."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    return ok and math.isfinite(value)
+
+
 def _positive(name: str, value: float, *, integer: bool = False) -> None:
-    bad = not isinstance(value, int | float) or isinstance(value, bool) or not value > 0
+    bad = not _number(value) or not value > 0
     if integer and not bad:
         bad = int(value) != value
-    if bad or (isinstance(value, float) and not math.isfinite(value)):
+    if bad:
         kind = "a positive integer" if integer else "a positive finite number"
         raise ConfigError(f"{name} must be {kind}, got {value!r}")
+
+
+def _within(name: str, value: float, low: float, high: float, *, closed: bool) -> None:
+    """``low <= value < high`` (``low < value < high`` unless ``closed``)."""
+    ok = _number(value) and (low <= value if closed else low < value) and value < high
+    if not ok:
+        bounds = f"[{low:g}, {high:g})" if closed else f"({low:g}, {high:g})"
+        raise ConfigError(f"{name} must be a number in {bounds}, got {value!r}")
 
 
 class _Plain:
@@ -43,6 +57,8 @@ class _Plain:
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
         """Rebuild from :meth:`to_dict`'s output (unknown keys raise ``ConfigError``)."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{cls.__name__} must be a JSON object, got {data!r:.40}")
         names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(data) - names)
         if unknown:
@@ -72,11 +88,11 @@ class Hyperparams(_Plain):
     weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
+        if not isinstance(self.optimizer, str) or self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         _positive("lr", self.lr)
         _positive("batch_size", self.batch_size, integer=True)
-        if not (isinstance(self.weight_decay, int | float) and self.weight_decay >= 0):
+        if not (_number(self.weight_decay) and self.weight_decay >= 0):
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
 
     def make_optimizer(self, params) -> torch.optim.Optimizer:
@@ -144,16 +160,15 @@ class TrainingConfig(_Plain):
         for name in ("steps", "initial_epochs", "grad_clip", "max_seconds"):
             if getattr(self, name) is not None:
                 _positive(name, getattr(self, name), integer=name == "steps")
-        if self.schedule not in SCHEDULES:
+        if not isinstance(self.schedule, str) or self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if not 0.0 <= self.cull_fraction < 1.0:
-            raise ConfigError(f"cull_fraction must be in [0, 1), got {self.cull_fraction}")
-        if not 0.0 < self.cull_at < 1.0:
-            raise ConfigError(f"cull_at must be in (0, 1), got {self.cull_at}")
+        _within("label_smoothing", self.label_smoothing, 0.0, 1.0, closed=True)
+        _within("cull_fraction", self.cull_fraction, 0.0, 1.0, closed=True)
+        _within("cull_at", self.cull_at, 0.0, 1.0, closed=False)
         _positive("eval_batch_size", self.eval_batch_size, integer=True)
         _positive("check_every", self.check_every, integer=True)
+        if not isinstance(self.deterministic, bool):
+            raise ConfigError(f"deterministic must be true or false, got {self.deterministic!r}")
 
     def n_steps(self, n_train: int, batch_size: int, *, initial: bool = False) -> int:
         """Optimizer steps of one evaluation."""

@@ -23,6 +23,14 @@ from evolve.errors import ConfigError
         (lambda: evolve.TrainingConfig(cull_at=0.0), "cull_at"),
         (lambda: evolve.TrainingConfig(label_smoothing=1.0), "label_smoothing"),
         (lambda: evolve.TrainingConfig(max_seconds=float("inf")), "max_seconds"),
+        # booleans are not numbers, strings are not numbers (JSON from a run directory)
+        (lambda: evolve.Hyperparams(batch_size=True), "batch_size must be a positive integer"),
+        (lambda: evolve.Hyperparams(weight_decay=True), "weight_decay must be >= 0"),
+        (lambda: evolve.TrainingConfig(epochs=True), "epochs must be"),
+        (lambda: evolve.TrainingConfig(label_smoothing=False), "label_smoothing must be a number"),
+        (lambda: evolve.TrainingConfig(cull_fraction="0.5"), "cull_fraction must be a number"),
+        (lambda: evolve.TrainingConfig(deterministic="yes"), "deterministic must be true or"),
+        (lambda: evolve.Hyperparams(optimizer=["adam"]), "optimizer must be one of"),
     ],
 )
 def test_bad_settings_say_how_to_fix_them(make, match):
@@ -35,6 +43,8 @@ def test_round_trip_and_unknown_fields():
     assert evolve.TrainingConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="has no field"):
         evolve.Hyperparams.from_dict({"lr": 0.1, "momentum": 0.9})
+    with pytest.raises(ConfigError, match="TrainingConfig must be a JSON object"):
+        evolve.TrainingConfig.from_dict(["epochs", 3])
 
 
 def test_budgets():
