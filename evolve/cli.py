@@ -350,8 +350,12 @@ def _load_run(run_dir: Path):
     state = checkpoint.read_json(run_dir / "state.json")
     config = checkpoint.read_json(run_dir / "config.json")
     from evolve.components import build
+    from evolve.objectives import Objective
 
-    objectives = [build(o) for o in config["objectives"]]
+    objectives = [
+        build(o, Objective, where=f"{run_dir / 'config.json'}: objectives[{i}]")
+        for i, o in enumerate(config["objectives"])
+    ]
     names = tuple(o.name for o in objectives)
     records = []
     log = run_dir / "candidates.jsonl"

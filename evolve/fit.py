@@ -296,8 +296,13 @@ def resume(
         splits = as_splits(
             train, valid=valid, task=data["task"], seed=seed, valid_fraction=fraction
         )
+    where = f"{run_dir / 'config.json'}: "
     objectives = ObjectiveSet(
-        [build(o, extra=extra) for o in config["objectives"]], config["weights"]
+        [
+            build(o, Objective, extra=extra, where=f"{where}objectives[{i}]")
+            for i, o in enumerate(config["objectives"])
+        ],
+        config["weights"],
     )
     training = TrainingConfig.from_dict(config["training"])
     problem = Problem(splits, objectives, training, device=device or config["device"])
@@ -306,7 +311,7 @@ def resume(
             f"the data differ from those the run in {run_dir} was started with; pass the same "
             f"train and valid data"
         )
-    algorithm = build(config["algorithm"], extra=extra)
+    algorithm = build(config["algorithm"], GeneticAlgorithm, extra=extra, where=f"{where}algorithm")
     if termination is not None:
         algorithm.termination = termination
     backend, owned = _evaluator(evaluator)
