@@ -4,7 +4,7 @@ Generation 0 evaluates an initial population; every later generation breeds offs
 (selection, crossover, mutation, screening, deduplication), evaluates them, and keeps
 ``pop_size`` survivors of parents and offspring. Children inherit their parents' trained
 weights, so training continues from generation to generation. With a run directory the
-whole state is checkpointed after every generation (see :mod:`evolve.checkpoint`).
+whole state is checkpointed after every generation (see :mod:`evolve.run_state`).
 
 Custom loop::
 
@@ -25,19 +25,20 @@ from pathlib import Path
 
 import numpy as np
 
-from evolve import checkpoint
+from evolve import run_state
 from evolve.callbacks import Callback, CallbackList, ProgressBarCallback
 from evolve.candidate import Candidate
 from evolve.config import Hyperparams
 from evolve.defaults import default_crossovers, default_mutation
 from evolve.errors import ConfigError, EvolveError
 from evolve.evaluator import Evaluator, SerialEvaluator
-from evolve.logs import CandidateLog, generation_line
+from evolve.logs import generation_line
 from evolve.operators import Crossover, Mutation
 from evolve.population import HypervolumeScale, generation_record, update_archive
 from evolve.problem import Problem
 from evolve.reproduction import breed, initial_candidate
 from evolve.result import SearchResult
+from evolve.rundir import RunDirectory
 from evolve.search_space import SearchSpace
 from evolve.selection import EliteSelection, NSGA2Selection, Selection, TournamentSelection
 from evolve.termination import MaxGenerationsTermination, Termination
@@ -86,6 +87,11 @@ class GeneticAlgorithm:
         >>> algorithm.result().n_generations
         2
     """
+
+    #: the open run directory while a search with ``run_dir`` is set up (see :meth:`close`)
+    run_directory: RunDirectory | None = None
+    run_dir: Path | None = None
+    _owns_run = False
 
     def __init__(
         self,
@@ -146,21 +152,28 @@ class GeneticAlgorithm:
         problem: Problem,
         *,
         seed: int = 0,
-        run_dir: str | Path | None = None,
+        run_dir: str | Path | RunDirectory | None = None,
         model=None,
         evaluator: Evaluator | None = None,
         callbacks: Sequence[Callback] = (),
         progress: bool | None = None,
         resume: bool = False,
     ) -> GeneticAlgorithm:
-        """Prepare a search (or, with ``resume``, load the run directory's last state)."""
+        """Prepare a search (or, with ``resume``, load the run directory's last state).
+
+        ``run_dir`` is a new or empty folder (or, with ``resume``, a run directory), locked
+        until :meth:`close`; or a :class:`~evolve.rundir.RunDirectory` the caller opened
+        and closes.
+        """
         _check_int("seed", seed, 0)
         self._resolve(problem)
         self.problem, self.seed = problem, seed
         self.rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
         self.evaluator = evaluator or SerialEvaluator()
         self.callbacks = CallbackList([*callbacks, ProgressBarCallback(progress)])
-        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.run_dir: Path | None = None
+        self.run_directory: RunDirectory | None = None
+        self._owns_run = False
         self.generation = self.n_evaluations = self.next_id = 0
         self.population: list[Candidate] = []
         self.archive: list[Candidate] = []
@@ -171,32 +184,26 @@ class GeneticAlgorithm:
         self._logged: set[int] = set()
         self._elapsed_before, self._start = 0.0, time.perf_counter()
         self._log = None
+        self._saved_models: set[int] = set()
         self.seed_model = None
         if model is not None:
             problem.check_model(model)
             self.seed_model = mutable(model, problem.example_input, growth=self.growth).eval()
-        if self.run_dir is not None:
-            self._open_run_dir(resume)
+        if run_dir is not None:
+            self._open_run_dir(run_dir, resume)
         return self
 
-    def _open_run_dir(self, resume: bool) -> None:
-        state_file = self.run_dir / "state.json"
-        if state_file.exists() and not resume:
-            raise ConfigError(
-                f"{self.run_dir} already holds a run; continue it with "
-                f"evolve.resume({str(self.run_dir)!r}) or choose another run_dir"
-            )
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._log = CandidateLog(self.run_dir / "candidates.jsonl")
-        seed_dir = self.run_dir / "seed_model"
-        if self.seed_model is not None:
-            checkpoint.save_model(self.seed_model, seed_dir)
-        elif seed_dir.exists():
-            self.seed_model = checkpoint.load_model(seed_dir, growth=self.growth)
-        if state_file.exists():
-            self._load_state(checkpoint.read_json(state_file))
-        else:
-            self._log.truncate(0)
+    def _open_run_dir(self, run_dir, resume: bool) -> None:
+        run_state.open_run(self, run_dir, resume)
+
+    def close(self) -> None:
+        """Release the run directory (its lock) if :meth:`setup` opened it; idempotent.
+
+        :func:`evolve.fit` and :func:`evolve.resume` call it; a custom ask/tell loop with a
+        ``run_dir`` should too (else the lock lasts until the object is collected).
+        """
+        if self.run_directory is not None and self._owns_run:
+            self.run_directory.close()
 
     # ------------------------------------------------------------ ask / tell
     @property
@@ -362,46 +369,4 @@ class GeneticAlgorithm:
 
     # ------------------------------------------------------------ state
     def _save_state(self) -> None:
-        models = self.run_dir / "models"
-        models.mkdir(exist_ok=True)
-        keep = {c.id: c for c in self.population + self.archive}
-        for cid, c in keep.items():
-            checkpoint.save_model(c.model, models / str(cid))
-        state = {
-            "version": 1,
-            "generation": self.generation,
-            "n_evaluations": self.n_evaluations,
-            "next_id": self.next_id,
-            "rng": self.rng.bit_generator.state,
-            "elapsed_s": self.elapsed_s,
-            "history": self.history,
-            "population": [c.record() for c in self.population],
-            "archive": [c.record() for c in self.archive],
-            "scale": self.scale.to_dict(),
-            "log_offset": self._log.offset(),
-        }
-        checkpoint.write_json(self.run_dir / "state.json", state)
-        checkpoint.prune_models(models, keep)
-
-    def _load_state(self, state: dict) -> None:
-        if state.get("version") != 1:
-            raise ConfigError(
-                f"{self.run_dir}/state.json has version {state.get('version')}; expected 1"
-            )
-        models, loaded = self.run_dir / "models", {}
-        for record in state["population"] + state["archive"]:
-            if record["id"] not in loaded:
-                mm = checkpoint.load_model(models / str(record["id"]), growth=self.growth)
-                loaded[record["id"]] = Candidate.from_record(record, mm)
-                self._fingerprints[record["id"]] = loaded[record["id"]].fingerprint()
-        self.population = [loaded[r["id"]] for r in state["population"]]
-        self.archive = [loaded[r["id"]] for r in state["archive"]]
-        self.generation, self.n_evaluations = state["generation"], state["n_evaluations"]
-        self.next_id, self.history = state["next_id"], state["history"]
-        self.rng.bit_generator.state = state["rng"]
-        self.scale = HypervolumeScale.from_dict(state["scale"])
-        self._elapsed_before = state["elapsed_s"]
-        self._log.truncate(state["log_offset"])
-        self.records = self._log.read()
-        self._logged = {r["id"] for r in self.records}
-        log.info("resumed %s at generation %d", self.run_dir, self.generation)
+        run_state.save_state(self)

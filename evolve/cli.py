@@ -13,9 +13,14 @@
 
 Every run directory holds ``config.json`` (the search, written by :func:`evolve.fit`) and
 ``cli.json`` (the command's resolved options, with which ``resume``, ``report`` and
-``retrain`` reload the data). Errors are one line on standard error: exit status 2 for a
-bad command line, 1 for anything else that stops a command (missing or corrupt files, an
-unknown dataset, a model that does not fit the data).
+``retrain`` reload the data), both with the run's id. ``evolve`` starts only in a new or
+empty folder; ``evolve``, ``resume``, ``retrain`` (and ``export`` into the run directory)
+hold the run's lock, so a second one stops with "runs/x is in use by process N";
+``report`` only reads, and redraws the plots only when the run is not in use (see
+:mod:`evolve.rundir`). Options from a TOML file or ``cli.json`` go through the flags' own
+converters (``true`` is not a number). Errors are one line on standard error: exit status
+2 for a bad command line, 1 for anything else that stops a command (missing, corrupt or
+mismatched files, an unknown dataset, a model that does not fit the data).
 """
 
 from __future__ import annotations
@@ -74,24 +79,37 @@ class _HelpShown(Exception):
 
 # ----------------------------------------------------------------------------- values
 def _number(
-    kind: type, *, minimum: float, strict: bool, below: float | None = None
+    kind: type,
+    *,
+    minimum: float,
+    strict: bool,
+    below: float | None = None,
+    maximum: float | None = None,
 ) -> Callable[[Any], Any]:
     """A converter to ``kind`` checking ``value > minimum`` (``>=`` unless ``strict``) and,
-    with ``below``, ``value < below``."""
+    with ``below``, ``value < below``, or with ``maximum``, ``value <= maximum``. Booleans
+    (``true`` in a TOML or JSON file) are refused: they are not numbers."""
     word = "an integer" if kind is int else "a number"
+    low, high = (f"{x:g}" if isinstance(x, float) else str(x) for x in (minimum, maximum))
     if below is not None:
-        bound = f"between {minimum:g} and {below:g}"
+        bound = f"between {low} and {below:g}"
+    elif maximum is not None:
+        bound = f"from {low} to {high}"
     else:
-        bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+        bound = f"> {low}" if strict else f">= {low}"
 
     def convert(text: Any) -> Any:
         try:
+            if isinstance(text, bool):
+                raise ValueError
             value = kind(text)
             if kind is int and isinstance(text, float) and not float(text).is_integer():
                 raise ValueError
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise argparse.ArgumentTypeError(f"expected {word} {bound}, got {text!r}") from None
-        too_high = below is not None and not value < below
+        too_high = (below is not None and not value < below) or (
+            maximum is not None and value > maximum
+        )
         if value < minimum or (strict and value == minimum) or too_high or not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"expected {word} {bound}, got {text!r}")
         return value
@@ -100,15 +118,35 @@ def _number(
     return convert
 
 
+#: Largest ``--seed`` (seeds torch generators, which take 64 bits at most).
+MAX_SEED = 2**32 - 1
+#: Largest ``mutnas retrain --depth``: layers inserted one by one, each a structural edit.
+MAX_DEPTH = 32
+#: Largest ``mutnas retrain --width`` factor.
+MAX_WIDTH = 16.0
+
 _positive_int = _number(int, minimum=0, strict=True)
 _natural = _number(int, minimum=0, strict=False)
+_seed = _number(int, minimum=0, strict=False, maximum=MAX_SEED)
 _positive_float = _number(float, minimum=0, strict=True)
 _fraction = _number(float, minimum=0, strict=True, below=1)
 
 
+def _text(value: Any) -> str:
+    """A string option (a number or a list in a TOML or JSON file is refused)."""
+    if not isinstance(value, str):
+        raise argparse.ArgumentTypeError(f"expected a string, got {value!r}")
+    return value
+
+
+def _path(value: Any) -> Path:
+    """A path option."""
+    return Path(_text(value) if not isinstance(value, Path) else value)
+
+
 def _objectives(text: Any) -> list[str]:
-    names = text if isinstance(text, list) else str(text).split(",")
-    names = [str(n).strip() for n in names if str(n).strip()]
+    names = text if isinstance(text, list) else _text(text).split(",")
+    names = [_text(n).strip() for n in names if _text(n).strip()]
     if not names:
         raise argparse.ArgumentTypeError("give at least one objective, e.g. accuracy,flops")
     return names
@@ -117,8 +155,8 @@ def _objectives(text: Any) -> list[str]:
 # ----------------------------------------------------------------------------- evolve
 _EVOLVE_OPTIONS: dict[str, tuple[Callable[[Any], Any] | None, Any, str]] = {
     # name: (type, default, help)
-    "dataset": (str, "mnist1d", "a built-in dataset (evolve.data.list_datasets())"),
-    "data_dir": (Path, None, "folder with the dataset's native files (cifar10, mnist...)"),
+    "dataset": (_text, "mnist1d", "a built-in dataset (evolve.data.list_datasets())"),
+    "data_dir": (_path, None, "folder with the dataset's native files (cifar10, mnist...)"),
     "limit": (_positive_int, None, "use at most this many training and test samples"),
     "valid_fraction": (
         _fraction,
@@ -126,7 +164,7 @@ _EVOLVE_OPTIONS: dict[str, tuple[Callable[[Any], Any] | None, Any, str]] = {
         "share of the training data held out to score candidates (small ones overfit: "
         "MNIST-1D fronts scored on 400 samples lost 4 points on test)",
     ),
-    "task": (str, None, "classification or regression (default: from the dataset)"),
+    "task": (_text, None, "classification or regression (default: from the dataset)"),
     "objectives": (
         _objectives,
         None,
@@ -137,11 +175,15 @@ _EVOLVE_OPTIONS: dict[str, tuple[Callable[[Any], Any] | None, Any, str]] = {
     "generations": (_positive_int, 6, "generations, the initial population's included"),
     "minutes": (_positive_float, 5.0, "stop after the generation that passes this wall time"),
     "epochs": (_positive_float, 3.0, "training epochs per evaluation"),
-    "seed": (_natural, 0, "drives the data split, the models and the training"),
-    "device": (str, None, "cpu, cuda, cuda:1 (default: cuda if available)"),
-    "run_dir": (Path, None, "where to checkpoint (default: runs/<dataset>-seed<seed>)"),
+    "seed": (_seed, 0, "drives the data split, the models and the training"),
+    "device": (_text, None, "cpu, cuda, cuda:1 (default: cuda if available)"),
+    "run_dir": (
+        _path,
+        None,
+        "where to checkpoint: a new or empty folder (default: runs/<dataset>-seed<seed>)",
+    ),
     "model": (
-        Path,
+        _path,
         None,
         "start from this model folder (mutnas_torch.save) instead of the built-in search space",
     ),
@@ -182,25 +224,51 @@ def _toml_options(path: Path, parser: argparse.ArgumentParser) -> dict[str, Any]
     except tomllib.TOMLDecodeError as err:
         raise CommandError(f"config file {path} is not valid TOML: {err}") from None
     data = data.get("evolve", data)
+    if not isinstance(data, dict):
+        raise CommandError(f"{path}: [evolve] must be a table of options")
+    return _checked_options(data, parser, path)
+
+
+def _checked_options(
+    data: dict[str, Any], parser: argparse.ArgumentParser, source: Path, *, ignore=()
+) -> dict[str, Any]:
+    """``data`` (from a TOML file or a run's ``cli.json``) checked by the flags' own
+    converters and choices; a switch must be ``true`` or ``false``."""
     actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config", "quiet")}
     options = {}
     for key, value in data.items():
+        if key in ignore:
+            continue
         dest = {"async": "asynchronous"}.get(key, key.replace("-", "_"))
         if dest not in actions:
             close = difflib.get_close_matches(dest, list(actions), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(actions)}"
-            raise CommandError(f"{path}: unknown option {key!r}{hint}")
-        action = actions[dest]
-        try:
-            if action.type is not None and value is not None:
-                value = action.type(value)
-        except (argparse.ArgumentTypeError, TypeError, ValueError) as err:
-            raise CommandError(f"{path}: {key}: {err}") from None
-        if action.choices is not None and value not in action.choices:
-            choices = ", ".join(map(str, action.choices))
-            raise CommandError(f"{path}: {key} must be one of {choices}, got {value!r}")
-        options[dest] = value
+            raise CommandError(f"{source}: unknown option {key!r}{hint}")
+        options[dest] = _checked_value(actions[dest], key, value, source)
     return options
+
+
+def _checked_value(action: argparse.Action, key: str, value: Any, source: Path) -> Any:
+    if action.nargs == 0:  # a switch such as --async
+        if not isinstance(value, bool):
+            raise CommandError(f"{source}: {key} must be true or false, got {value!r}")
+        return value
+    if value is None and action.default is not None:
+        raise CommandError(f"{source}: {key} must not be null (default: {action.default})")
+    plain = {int: "an integer", float: "a number"}.get(action.type)
+    try:
+        if plain is not None and isinstance(value, bool):  # int(True) is 1
+            raise argparse.ArgumentTypeError(f"expected {plain}, got {value!r}")
+        if action.type is None and value is not None and not isinstance(value, str):
+            raise argparse.ArgumentTypeError(f"expected a string, got {value!r}")
+        if action.type is not None and value is not None:
+            value = action.type(value)
+    except (argparse.ArgumentTypeError, TypeError, ValueError) as err:
+        raise CommandError(f"{source}: {key}: {err}") from None
+    if action.choices is not None and value is not None and value not in action.choices:
+        choices = ", ".join(map(str, action.choices))
+        raise CommandError(f"{source}: {key} must be one of {choices}, got {value!r}")
+    return value
 
 
 def _parse_evolve(argv: Sequence[str]) -> argparse.Namespace:
@@ -253,46 +321,41 @@ def _configure_logging(quiet: bool) -> None:
 
 def _evolve(argv: Sequence[str], out: TextIO) -> int:
     import evolve
+    from evolve.rundir import RunDirectory
 
     args = _parse_evolve(argv)
     options = {k: v for k, v in vars(args).items() if k not in ("config", "quiet")}
     run_dir = args.run_dir or Path("runs") / f"{args.dataset}-seed{args.seed}"
     options["run_dir"] = run_dir
     _configure_logging(args.quiet)
-    if (run_dir / "state.json").exists():
-        raise CommandError(
-            f"{run_dir} already holds a run: continue it with 'mutnas resume {run_dir}', or "
-            f"pick another --run-dir"
-        )
-    splits = _load_data(options)
-    if args.task is not None and args.task != splits.task:
-        raise CommandError(
-            f"--task {args.task} does not match dataset {args.dataset!r}, a {splits.task} task"
-        )
-    model = None
-    if args.model is not None:
-        model = _read_model(args.model)
-    stop = evolve.TimeTermination(args.minutes * 60) if args.minutes else None
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "cli.json").write_text(
-        json.dumps({"command": "evolve", **_jsonable(options)}, indent=1, sort_keys=True)
-    )
-    with _evaluator(options) as evaluator:
-        result = evolve.fit(
-            splits,
-            objectives=args.objectives,
-            population=args.population,
-            generations=args.generations,
-            termination=stop,
-            training=evolve.TrainingConfig(epochs=args.epochs),
-            seed=args.seed,
-            device=args.device,
-            run_dir=run_dir,
-            model=model,
-            evaluator=evaluator,
-            asynchronous=args.asynchronous,
-            progress=False if args.quiet else None,
-        )
+    # a new or empty folder, locked; refused later on, it is left as it was
+    with RunDirectory.create(run_dir, resume_hint=f"'mutnas resume {run_dir}'") as run:
+        splits = _load_data(options)
+        if args.task is not None and args.task != splits.task:
+            raise CommandError(
+                f"--task {args.task} does not match dataset {args.dataset!r}, a {splits.task} task"
+            )
+        model = None
+        if args.model is not None:
+            model = _read_model(args.model)
+        stop = evolve.TimeTermination(args.minutes * 60) if args.minutes else None
+        run.write_json("cli.json", {"command": "evolve", **_jsonable(options)})
+        with _evaluator(options) as evaluator:
+            result = evolve.fit(
+                splits,
+                objectives=args.objectives,
+                population=args.population,
+                generations=args.generations,
+                termination=stop,
+                training=evolve.TrainingConfig(epochs=args.epochs),
+                seed=args.seed,
+                device=args.device,
+                run_dir=run,
+                model=model,
+                evaluator=evaluator,
+                asynchronous=args.asynchronous,
+                progress=False if args.quiet else None,
+            )
     _print_front(result, run_dir, out)
     return 0
 
@@ -316,66 +379,67 @@ def _print_front(result, run_dir: Path, out: TextIO) -> None:
 
 
 # ----------------------------------------------------------------------------- run dirs
-def _run_options(run_dir: Path) -> dict[str, Any]:
-    """A run directory's ``cli.json`` (or what ``config.json`` says, for runs of ``fit``)."""
-    from evolve import checkpoint
-
+def _require_run(run_dir: Path) -> None:
+    """Refuse (one line) a path that holds no checkpointed search; touches nothing."""
     if not run_dir.is_dir():
         raise CommandError(f"{run_dir} is not a directory")
     if not (run_dir / "state.json").exists():
         raise CommandError(
             f"{run_dir} holds no search (no state.json); start one with mutnas evolve"
         )
+
+
+def _run_options(run_dir: Path) -> dict[str, Any]:
+    """A run directory's ``cli.json``, checked by the flags' own converters (or what
+    ``config.json`` says, for runs of ``fit``)."""
+    from evolve import checkpoint, runfiles
+
+    _require_run(run_dir)
+    config = runfiles.read_config(run_dir)
     cli = run_dir / "cli.json"
-    if cli.exists():
-        options = checkpoint.read_json(cli)
-        if options.get("data_dir") is not None:
-            options["data_dir"] = Path(options["data_dir"])
-        return options
-    config = checkpoint.read_json(run_dir / "config.json")
-    if config["data"]["dataset"] is None:
-        raise CommandError(
-            f"the run in {run_dir} was started from Python with your own data: use "
-            f"evolve.resume(run_dir, train, valid) there"
-        )
-    return {"dataset": config["data"]["dataset"]["name"], "seed": config["seed"]}
+    if not cli.exists():
+        if config["data"]["dataset"] is None:
+            raise CommandError(
+                f"the run in {run_dir} was started from Python with your own data: use "
+                f"evolve.resume(run_dir, train, valid) there"
+            )
+        return {"dataset": config["data"]["dataset"]["name"], "seed": config["seed"]}
+    data = checkpoint.read_json(cli)
+    if not isinstance(data, dict) or data.get("command") != "evolve":
+        raise CommandError(f"{cli} is not the options of a mutnas evolve command")
+    if data.get("run_id") != config["run_id"]:
+        raise runfiles.mismatch_error(cli, run_dir / "config.json", "run ids")
+    parser = _evolve_parser()
+    defaults = vars(parser.parse_args([]))
+    return {**defaults, **_checked_options(data, parser, cli, ignore=("command", "run_id"))}
 
 
 def _load_run(run_dir: Path):
-    """A :class:`~evolve.SearchResult` read from a run directory (models not loaded)."""
-    from evolve import checkpoint
+    """A :class:`~evolve.SearchResult` read from a run directory's last checkpoint (every
+    file checked, models not loaded), and its config."""
+    from evolve import runfiles
     from evolve.candidate import Candidate
-    from evolve.result import SearchResult
-
-    state = checkpoint.read_json(run_dir / "state.json")
-    config = checkpoint.read_json(run_dir / "config.json")
     from evolve.components import build
     from evolve.objectives import Objective
+    from evolve.result import SearchResult
 
+    config = runfiles.read_config(run_dir)
+    found = runfiles.read_checkpoint(run_dir, config["run_id"], strict=False)
+    where = run_dir / "config.json"
     objectives = [
-        build(o, Objective, where=f"{run_dir / 'config.json'}: objectives[{i}]")
+        build(o, Objective, where=f"{where}: objectives[{i}]")
         for i, o in enumerate(config["objectives"])
     ]
     names = tuple(o.name for o in objectives)
-    records = []
-    log = run_dir / "candidates.jsonl"
-    if log.exists():
-        with open(log, encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    try:
-                        records.append(json.loads(line))
-                    except json.JSONDecodeError:
-                        break  # a line cut short by a crash; the rest is not trusted
-    pareto = [Candidate.from_record(r, None) for r in state["archive"]]
+    pareto = [Candidate.from_record(r, None) for r in found.state["archive"]]
     if objectives:  # best primary objective first, as SearchResult.pareto
         sign = -1.0 if objectives[0].direction == "max" else 1.0
         pareto.sort(key=lambda c: sign * c.scores.get(names[0], math.nan))
     return SearchResult(
         best=pareto[0] if pareto else None,
         pareto=pareto,
-        history=state["history"],
-        candidates=records,
+        history=found.state["history"],
+        candidates=found.records,
         objectives=names,
         run_dir=run_dir,
         seed=config["seed"],
@@ -402,6 +466,7 @@ def _model_folder(run_dir: Path, model_id: int, *, retrained: bool = False) -> P
 def _resume(argv: Sequence[str], out: TextIO) -> int:
     import evolve
     from evolve.parallel import add_evaluator_arguments
+    from evolve.rundir import RunDirectory
 
     parser = _Parser(prog="mutnas resume", description="Continue a run directory.")
     parser.add_argument("run_dir", type=Path)
@@ -422,34 +487,34 @@ def _resume(argv: Sequence[str], out: TextIO) -> int:
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     _configure_logging(args.quiet)
-    options = _run_options(args.run_dir)
-    stops = []
-    if args.generations is not None:
-        stops.append(evolve.MaxGenerationsTermination(args.generations))
-    if args.minutes is not None:
-        stops.append(evolve.TimeTermination(args.minutes * 60))
-    termination = (
-        None if not stops else stops[0] if len(stops) == 1 else (evolve.AnyTermination(stops))
-    )
-    splits = _load_data(options) if (args.run_dir / "cli.json").exists() else None
-    with _evaluator(vars(args)) as evaluator:
-        result = evolve.resume(
-            args.run_dir,
-            splits,
-            device=args.device,
-            termination=termination,
-            evaluator=evaluator,
-            asynchronous=args.asynchronous,
-            progress=False if args.quiet else None,
+    _require_run(args.run_dir)
+    with RunDirectory.open(args.run_dir) as run:  # locked before anything is read
+        options = _run_options(args.run_dir)
+        stops = []
+        if args.generations is not None:
+            stops.append(evolve.MaxGenerationsTermination(args.generations))
+        if args.minutes is not None:
+            stops.append(evolve.TimeTermination(args.minutes * 60))
+        termination = (
+            None if not stops else stops[0] if len(stops) == 1 else evolve.AnyTermination(stops)
         )
+        splits = _load_data(options) if (args.run_dir / "cli.json").exists() else None
+        with _evaluator(vars(args)) as evaluator:
+            result = evolve.resume(
+                run,
+                splits,
+                device=args.device,
+                termination=termination,
+                evaluator=evaluator,
+                asynchronous=args.asynchronous,
+                progress=False if args.quiet else None,
+            )
     _print_front(result, args.run_dir, out)
     return 0
 
 
 # ----------------------------------------------------------------------------- report
 def _report(argv: Sequence[str], out: TextIO) -> int:
-    from evolve.plots import save_plots
-
     parser = _Parser(prog="mutnas report", description="A run's Pareto front and plots.")
     parser.add_argument("run_dir", type=Path)
     parser.add_argument(
@@ -477,11 +542,23 @@ def _report(argv: Sequence[str], out: TextIO) -> int:
         f"{len(result.candidates)} candidates, seed {result.seed}):\n"
     )
     out.write(_table(columns, rows) + "\n")
-    for path in save_plots(result, args.run_dir):
-        out.write(f"plot: {path}\n")
+    _redraw_plots(result, args.run_dir, out)
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0
+
+
+def _redraw_plots(result, run_dir: Path, out: TextIO) -> None:
+    """Redraw the run's plots, unless a search holds the run (it draws them itself)."""
+    from evolve.plots import save_plots
+    from evolve.rundir import RunDirectory, RunInUseError
+
+    try:
+        with RunDirectory.open(run_dir):
+            for path in save_plots(result, run_dir):
+                out.write(f"plot: {path}\n")
+    except RunInUseError as err:
+        out.write(f"plots not redrawn: {err}\n")
 
 
 def _table(columns: Sequence[str], rows: Sequence[dict]) -> str:
@@ -527,197 +604,9 @@ def _test_scores(model, splits, device=None) -> dict[str, float]:
 
 # ----------------------------------------------------------------------------- retrain
 def _retrain(argv: Sequence[str], out: TextIO) -> int:
-    import torch
+    from evolve.cli_retrain import retrain
 
-    from evolve import checkpoint
-    from evolve.candidate import candidate_seed
-    from evolve.config import Hyperparams
-
-    parser = _Parser(
-        prog="mutnas retrain",
-        description="Train a model of a run further (or from scratch, optionally wider or "
-        "deeper) on the training split, then score it on the held-out test split.",
-    )
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--model", type=_natural, required=True, help="candidate id (report)")
-    parser.add_argument("--epochs", type=_positive_float, default=10.0)
-    parser.add_argument("--scratch", action="store_true", help="re-initialise all weights")
-    parser.add_argument(
-        "--width",
-        type=_positive_float,
-        default=1.0,
-        help="multiply every hidden layer's width by this (e.g. 2)",
-    )
-    parser.add_argument(
-        "--depth",
-        type=_natural,
-        default=0,
-        help="insert this many identity-initialised layers (and activations)",
-    )
-    parser.add_argument("--lr", type=_positive_float, default=None, help="default: the model's")
-    parser.add_argument("--batch-size", type=_positive_int, default=None)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--seed", type=_natural, default=0)
-    parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args(argv)
-    options = _run_options(args.run_dir)
-    folder = _model_folder(args.run_dir, args.model)
-    record = _record(args.run_dir, args.model)
-    splits = _load_data(options)
-    if splits.test is None:
-        raise CommandError(f"dataset {options['dataset']!r} has no test split to score on")
-    mm = checkpoint.load_model(folder)
-    torch.manual_seed(candidate_seed(args.seed, args.model, 7))
-    changes = _scale(mm, args.width, args.depth)
-    if args.scratch:
-        for module in mm.module.modules():
-            if module is not mm.module and hasattr(module, "reset_parameters"):
-                module.reset_parameters()
-    hp = Hyperparams.from_dict(record["hparams"]) if record else Hyperparams()
-    hp = Hyperparams(
-        hp.optimizer, args.lr or hp.lr, args.batch_size or hp.batch_size, hp.weight_decay
-    )
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    seconds = _train(mm, splits, hp, args.epochs, device, seed=args.seed, quiet=args.quiet)
-    scores = _test_scores(mm, splits, device)
-    target = args.run_dir / "retrained" / str(args.model)
-    if target.exists():
-        import shutil
-
-        shutil.rmtree(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    mm = mm.cpu()
-    checkpoint.save_model(mm, target)
-    summary = {
-        "model": args.model,
-        "epochs": args.epochs,
-        "scratch": args.scratch,
-        "width": args.width,
-        "depth": args.depth,
-        "hparams": hp.to_dict(),
-        "n_parameters": mm.n_parameters(),
-        "seconds": round(seconds, 2),
-        "test": scores,
-        "changes": changes,
-    }
-    (target / "retrain.json").write_text(json.dumps(summary, indent=1))
-    what = "from scratch" if args.scratch else "further"
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
-    out.write(
-        f"model {args.model} trained {what} for {args.epochs:g} epochs "
-        f"({mm.n_parameters():,} parameters, {seconds:.1f} s): test {shown}\n"
-        f"saved to {target}\n"
-    )
-    return 0
-
-
-def _record(run_dir: Path, model_id: int) -> dict | None:
-    from evolve import checkpoint
-
-    state = checkpoint.read_json(run_dir / "state.json")
-    for r in state.get("archive", []) + state.get("population", []):
-        if r["id"] == model_id:
-            return r
-    log = run_dir / "candidates.jsonl"
-    if log.exists():
-        for line in log.read_text(encoding="utf-8").splitlines():
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if r.get("id") == model_id:
-                return r
-    return None
-
-
-def _scale(mm, width: float, depth: int) -> list[str]:
-    """Widen every hidden layer by ``width`` and insert ``depth`` layers; what was done."""
-    from mutnas.advanced import frozen_vertices
-
-    done = []
-    frozen = frozen_vertices(mm.graph)
-    if width != 1.0:
-        hidden = [v for v in mm.layers("absorb") if v not in frozen]
-        deltas = {v: round(mm.graph[v].nout * (width - 1.0)) for v in hidden}
-        deltas = {v: d for v, d in deltas.items() if d != 0}
-        if deltas:
-            try:
-                mm.resize(deltas, relaxed=True)
-            except Exception as err:
-                raise CommandError(f"cannot scale the width by {width:g}: {err}") from None
-            done.append(
-                f"width x{width:g}: " + ", ".join(f"{v} {mm.graph[v].nout}" for v in deltas)
-            )
-    hidden = [v for v in mm.layers("absorb") if v not in frozen]
-    for i in range(depth):
-        if not hidden:
-            raise CommandError("the model has no hidden layer to deepen after")
-        after = hidden[-1 - (i % len(hidden))]
-        try:
-            mm.insert_layer(after, "auto", kernel_size=3, name=f"{after}_deeper{i}")
-        except Exception as err:
-            raise CommandError(f"cannot insert a layer after {after!r}: {err}") from None
-        done.append(f"inserted a layer after {after}")
-    return done
-
-
-def _train(mm, splits, hp, epochs: float, device, *, seed: int, quiet: bool) -> float:
-    import time
-
-    import torch
-    from torch.utils.data import DataLoader
-
-    from evolve.problem import _tensors
-
-    x, y = _tensors(splits.train, "train")
-    generator = torch.Generator().manual_seed(seed)
-    batch = min(hp.batch_size, len(x))
-    loader = DataLoader(
-        torch.utils.data.TensorDataset(x, y),
-        batch_size=batch,
-        shuffle=True,
-        generator=generator,
-        drop_last=len(x) > batch,
-    )
-    steps = max(1, math.ceil(epochs * len(loader)))
-    mm = mm.to(device).train()
-    optimizer = hp.make_optimizer(mm.parameters())
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=hp.lr, total_steps=steps, pct_start=0.25
-    )
-    classify = splits.task == "classification"
-    loss_fn = torch.nn.CrossEntropyLoss() if classify else torch.nn.MSELoss()
-    bar = None
-    if not quiet:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=steps, desc="retrain", unit="step", leave=False)
-    start, step = time.perf_counter(), 0
-    while step < steps:
-        for xb, yb in loader:
-            xb, yb = xb.to(device), yb.to(device)
-            outputs = mm(xb)
-            if splits.task != "classification":
-                yb = yb.reshape(outputs.shape).float()
-            loss = loss_fn(outputs, yb)
-            if not torch.isfinite(loss):
-                raise CommandError(
-                    f"the loss became {loss.item()} at step {step}; try a smaller --lr"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            step += 1
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-            if step >= steps:
-                break
-    if bar is not None:
-        bar.close()
-    mm.eval()
-    return time.perf_counter() - start
+    return retrain(argv, out)
 
 
 # ----------------------------------------------------------------------------- export
@@ -735,18 +624,33 @@ def _export(argv: Sequence[str], out: TextIO) -> int:
         "--out",
         type=Path,
         default=None,
-        help="default: RUN_DIR/export/model<ID>.onnx or RUN_DIR/export/model<ID>",
+        help="default: RUN_DIR/export/model<ID>.onnx or RUN_DIR/export/model<ID> (a target "
+        "inside the run directory waits for no search: the run must not be in use)",
     )
     args = parser.parse_args(argv)
-    config = _run_config(args.run_dir)
+    _require_run(args.run_dir)
+    name = f"model{args.model}.onnx" if args.format == "onnx" else f"model{args.model}"
+    target = args.out or args.run_dir / "export" / name
+    with _lock_if_inside(args.run_dir, target):
+        return _export_model(args, target, out)
+
+
+@contextlib.contextmanager
+def _lock_if_inside(run_dir: Path, target: Path) -> Iterator[None]:
+    """Hold the run's lock while writing ``target`` if it lies inside the run directory."""
+    from evolve.rundir import RunDirectory
+
+    inside = run_dir.resolve() in target.resolve().parents
+    with RunDirectory.open(run_dir) if inside else contextlib.nullcontext():
+        yield
+
+
+def _export_model(args: argparse.Namespace, target: Path, out: TextIO) -> int:
+    from evolve import runfiles
+
+    config = runfiles.read_config(args.run_dir)
     mm = _load_model(_model_folder(args.run_dir, args.model, retrained=args.retrained))
     shape = tuple(config["data"]["input_shape"])
-    default = (
-        args.run_dir
-        / "export"
-        / (f"model{args.model}.onnx" if args.format == "onnx" else f"model{args.model}")
-    )
-    target = args.out or default
     target.parent.mkdir(parents=True, exist_ok=True)
     if args.format == "torch":
         from mutnas_torch import io as model_io
@@ -764,12 +668,11 @@ def _export(argv: Sequence[str], out: TextIO) -> int:
     return 0
 
 
-def _run_config(run_dir: Path) -> dict:
-    from evolve import checkpoint
+# ----------------------------------------------------------------------------- calibrate
+def _calibrate(argv: Sequence[str], out: TextIO) -> int:
+    from mutnas_torch.energy.cli import calibrate_command
 
-    if not (run_dir / "config.json").exists():
-        raise CommandError(f"{run_dir} holds no search (no config.json)")
-    return checkpoint.read_json(run_dir / "config.json")
+    return calibrate_command(list(argv), stdout=out, parser_class=_Parser)
 
 
 # ----------------------------------------------------------------------------- main
@@ -779,6 +682,7 @@ _RUNNERS: dict[str, Callable[[Sequence[str], TextIO], int]] = {
     "report": _report,
     "retrain": _retrain,
     "export": _export,
+    "calibrate": _calibrate,
 }
 
 
@@ -809,10 +713,6 @@ def main(
         out.write(_USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    if command == "calibrate":
-        from mutnas_torch.energy.cli import calibrate_main
-
-        return calibrate_main(rest, stdout=out)
     if command not in _RUNNERS:
         close = difflib.get_close_matches(command, list(_COMMANDS), n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"commands: {', '.join(_COMMANDS)}"

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from evolve import checkpoint
+from evolve import runfiles
 from evolve.algorithm import GeneticAlgorithm
 from evolve.callbacks import Callback
 from evolve.components import build, describe
@@ -21,13 +21,12 @@ from evolve.objectives import Objective, ObjectiveSet
 from evolve.operators import Crossover, Mutation
 from evolve.problem import Problem
 from evolve.result import SearchResult
+from evolve.rundir import RunDirectory
 from evolve.search_space import SearchSpace
 from evolve.selection import EliteSelection, NSGA2Selection, Selection, TournamentSelection
 from evolve.termination import AnyTermination, MaxGenerationsTermination, Termination
 
 __all__ = ["fit", "resume"]
-
-_CONFIG_VERSION = 1
 
 
 def _splits(train, valid, task, seed, valid_fraction):
@@ -62,7 +61,7 @@ def fit(
     population: int = 16,
     generations: int = 10,
     seed: int = 0,
-    run_dir: str | Path | None = None,
+    run_dir: str | Path | RunDirectory | None = None,
     device: str | None = None,
     model=None,
     search_space: SearchSpace | None = None,
@@ -98,7 +97,9 @@ def fit(
             initial population's evaluation counts as the first).
         seed: drives everything: data split, initial models, operators, data order.
         run_dir: checkpoint here after every generation (resume with :func:`resume`),
-            with the candidate log, ``config.json`` and plots.
+            with the candidate log, ``config.json`` and plots: a new or empty folder,
+            locked while the search runs (or a :class:`~evolve.rundir.RunDirectory` you
+            created, which stays open).
         device: where candidates train, one at a time (default CUDA if available).
         model: start from this model (the initial population is mutated copies of it)
             instead of the built-in search space.
@@ -125,7 +126,8 @@ def fit(
 
     Raises:
         ConfigError: a bad setting (the message says how to fix it), including an
-            unknown keyword argument.
+            unknown keyword argument, or a ``run_dir`` that is not empty.
+        RunInUseError: another process holds ``run_dir``.
 
     Example:
         >>> import torch, evolve
@@ -168,13 +170,13 @@ def fit(
             callbacks=callbacks,
             progress=progress,
         )
-        if run_dir is not None:
-            checkpoint.write_json(
-                Path(run_dir) / "config.json",
-                _config(algorithm, problem, seed, dataset, valid_fraction),
+        if algorithm.run_directory is not None:
+            algorithm.run_directory.write_json(
+                "config.json", _config(algorithm, problem, seed, dataset, valid_fraction)
             )
         return _run(algorithm, asynchronous)
     finally:
+        algorithm.close()
         if owned:
             backend.shutdown()
 
@@ -220,7 +222,7 @@ def _check_generations(generations) -> None:
 def _config(algorithm, problem: Problem, seed: int, dataset, valid_fraction: float | None) -> dict:
     objs = problem.objectives
     return {
-        "version": _CONFIG_VERSION,
+        "version": runfiles.CONFIG_VERSION,
         "seed": seed,
         "device": str(problem.device),
         "data": {
@@ -241,7 +243,7 @@ def _config(algorithm, problem: Problem, seed: int, dataset, valid_fraction: flo
 
 
 def resume(
-    run_dir: str | Path,
+    run_dir: str | Path | RunDirectory,
     train=None,
     valid=None,
     *,
@@ -255,8 +257,13 @@ def resume(
 ) -> SearchResult:
     """Continue the run in ``run_dir`` from its last completed generation.
 
+    Every file of the run is checked first (one run id throughout, a log that matches the
+    checkpoint, a model folder for every candidate, components that are registered
+    classes of their role); a refusal changes nothing. The run is locked while it runs.
+
     Args:
-        run_dir: a run directory written by :func:`fit`.
+        run_dir: a run directory written by :func:`fit` (or a
+            :class:`~evolve.rundir.RunDirectory` you opened, which stays open).
         train, valid: the data again, unless the run used a dataset name (checked
             against the recorded fingerprint).
         callbacks, evaluator, asynchronous, progress: as in :func:`fit` (not stored in
@@ -266,7 +273,9 @@ def resume(
         extra: your own component classes named in the run's config.
 
     Raises:
-        ConfigError: no run there, different data, or a component that cannot be rebuilt.
+        ConfigError: no run there, different data, malformed or mismatched files, or a
+            component that cannot be rebuilt.
+        RunInUseError: another process holds the run.
 
     Example:
         >>> import tempfile, torch, evolve
@@ -278,10 +287,37 @@ def resume(
         >>> evolve.resume(run, (X, y), termination=more, progress=False).n_generations
         2
     """
-    run_dir = Path(run_dir)
-    config = checkpoint.read_json(run_dir / "config.json")
-    if config.get("version") != _CONFIG_VERSION:
-        raise ConfigError(f"{run_dir}/config.json has version {config.get('version')}, expected 1")
+    run = run_dir if isinstance(run_dir, RunDirectory) else RunDirectory.open(run_dir)
+    try:
+        config = runfiles.read_config(run.path)
+        problem = _recorded_problem(config, run.path, train, valid, device, extra)
+        where = f"{run.path / 'config.json'}: algorithm"
+        algorithm = build(config["algorithm"], GeneticAlgorithm, extra=extra, where=where)
+        if termination is not None:
+            algorithm.termination = termination
+        backend, owned = _evaluator(evaluator)
+        try:
+            algorithm.setup(
+                problem,
+                seed=config["seed"],
+                run_dir=run,
+                evaluator=backend,
+                callbacks=callbacks,
+                progress=progress,
+                resume=True,
+            )
+            return _run(algorithm, asynchronous)
+        finally:
+            if owned:
+                backend.shutdown()
+    finally:
+        if run is not run_dir:
+            run.close()
+
+
+def _recorded_problem(config: dict, run_dir: Path, train, valid, device, extra) -> Problem:
+    """The problem ``config.json`` describes, on the data given again (or its dataset)."""
+    path = run_dir / "config.json"
     data, seed = config["data"], config["seed"]
     if data["dataset"] is not None:
         splits = load_dataset(
@@ -296,36 +332,19 @@ def resume(
         splits = as_splits(
             train, valid=valid, task=data["task"], seed=seed, valid_fraction=fraction
         )
-    where = f"{run_dir / 'config.json'}: "
-    objectives = ObjectiveSet(
-        [
-            build(o, Objective, extra=extra, where=f"{where}objectives[{i}]")
-            for i, o in enumerate(config["objectives"])
-        ],
-        config["weights"],
-    )
-    training = TrainingConfig.from_dict(config["training"])
-    problem = Problem(splits, objectives, training, device=device or config["device"])
+    objectives = [
+        build(o, Objective, extra=extra, where=f"{path}: objectives[{i}]")
+        for i, o in enumerate(config["objectives"])
+    ]
+    try:
+        objective_set = ObjectiveSet(objectives, config["weights"])
+        training = TrainingConfig.from_dict(config["training"])
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    problem = Problem(splits, objective_set, training, device=device or config["device"])
     if problem.fingerprint() != data["fingerprint"]:
         raise ConfigError(
             f"the data differ from those the run in {run_dir} was started with; pass the same "
             f"train and valid data"
         )
-    algorithm = build(config["algorithm"], GeneticAlgorithm, extra=extra, where=f"{where}algorithm")
-    if termination is not None:
-        algorithm.termination = termination
-    backend, owned = _evaluator(evaluator)
-    try:
-        algorithm.setup(
-            problem,
-            seed=seed,
-            run_dir=run_dir,
-            evaluator=backend,
-            callbacks=callbacks,
-            progress=progress,
-            resume=True,
-        )
-        return _run(algorithm, asynchronous)
-    finally:
-        if owned:
-            backend.shutdown()
+    return problem

@@ -12,24 +12,30 @@ __all__ = ["CandidateLog", "generation_line"]
 class CandidateLog:
     """Append-only JSONL file; :meth:`truncate` rolls it back to a checkpoint's offset.
 
+    With a ``run_id``, every line carries it (``"run_id"``), so a line from another run is
+    recognised (:func:`evolve.runfiles.read_log`); :meth:`read` leaves it out.
+
     Example:
         >>> import tempfile, pathlib
-        >>> log = CandidateLog(pathlib.Path(tempfile.mkdtemp()) / "candidates.jsonl")
+        >>> log = CandidateLog(pathlib.Path(tempfile.mkdtemp()) / "candidates.jsonl", "ab" * 16)
         >>> log.append({"id": 0, "status": "ok"})
         >>> mark = log.offset()
         >>> log.append({"id": 1, "status": "failed"})
         >>> log.truncate(mark)
-        >>> [r["id"] for r in log.read()]
-        [0]
+        >>> [r["id"] for r in log.read()], '"run_id": "abab' in log.path.read_text()
+        ([0], True)
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, run_id: str | None = None):
         self.path = Path(path)
+        self.run_id = run_id
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.touch(exist_ok=True)
 
     def append(self, record: dict) -> None:
         """Write one record as a line (flushed and synced, so a crash keeps whole lines)."""
+        if self.run_id is not None:
+            record = {**record, "run_id": self.run_id}
         line = json.dumps(record, sort_keys=True) + "\n"
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(line)
@@ -46,9 +52,10 @@ class CandidateLog:
             f.truncate(offset)
 
     def read(self) -> list[dict]:
-        """All records."""
+        """All records (without the run id)."""
         with open(self.path, encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
+            records = [json.loads(line) for line in f if line.strip()]
+        return [{k: v for k, v in r.items() if k != "run_id"} for r in records]
 
 
 def _fmt(value) -> str:

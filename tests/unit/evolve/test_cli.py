@@ -170,8 +170,9 @@ def test_empty_data_folder(tmp_path):
     empty = tmp_path / "data"
     empty.mkdir()
     status, _, err = run(
-        "evolve", "--dataset", "cifar10", "--data-dir", empty, "--quiet", "--run-dir", tmp_path
-    )
+        "evolve", "--dataset", "cifar10", "--data-dir", empty, "--quiet", "--run-dir",
+        tmp_path / "run",
+    )  # fmt: skip
     assert status == 1
     line = one_line_error(err)
     assert "is empty" in line and "data_batch_1.bin" in line

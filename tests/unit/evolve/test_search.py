@@ -12,7 +12,7 @@ from evolve_helpers import make_problem, signals
 import evolve
 from evolve.errors import ConfigError
 
-TIME_KEYS = {"seconds", "elapsed_s", "train_seconds"}
+TIME_KEYS = {"seconds", "elapsed_s", "train_seconds", "run_id"}  # the run id: per run
 SETTINGS = {
     "population": 3,
     "progress": False,
