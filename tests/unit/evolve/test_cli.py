@@ -226,6 +226,9 @@ def test_user_model_with_the_wrong_input_shape(tmp_path):
         ),
         (["evolve", "--frobnicate"], "unrecognized arguments: --frobnicate"),
         (["export", "runs/x"], "the following arguments are required: --model"),
+        (["calibrate", "--bogus"], "mutnas calibrate: unrecognized arguments: --bogus"),
+        (["calibrate", "--repeats", "0"], "--repeats: expected an integer from 1 to 100"),
+        (["retrain", "runs/x", "--model", "1", "--depth", "33"], "from 0 to 32, got '33'"),
     ],
 )
 def test_bad_flags_are_one_line_and_exit_2(argv, message):
