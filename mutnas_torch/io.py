@@ -44,10 +44,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import fx, nn
 
-from mutnas_torch import io_schema
+from mutnas_torch import io_schema, io_state
 from mutnas_torch.errors import MutnasTorchError
-from mutnas_torch.io_allow import Resolver, defined_on_class, identifier
-from mutnas_torch.io_fx import class_name, decode_graph, decode_value, encode_graph, vet_calls
+from mutnas_torch.io_allow import Resolver, class_name, defined_on_class, identifier
+from mutnas_torch.io_fx import decode_graph, decode_value, encode_graph, vet_calls
 from mutnas_torch.io_fx import encode_value as _value
 from mutnas_torch.io_mutable import decode_mutable, encode_mutable
 from mutnas_torch.io_schema import FORMAT, VERSION
@@ -281,7 +281,7 @@ def _encode_modules(gm: fx.GraphModule, tensors: dict) -> Iterator[dict]:
         if name:
             entry["type"] = class_name(type(module), f"module {name!r}")
             skip = {a for c, (attrs, _) in _DERIVED.items() if isinstance(module, c) for a in attrs}
-            entry["state"] = io_schema.encode_state(module, name, frozenset(skip))
+            entry["state"] = io_state.encode_state(module, name, frozenset(skip))
         for kind in ("parameters", "buffers"):
             entry[kind] = {
                 k: None
@@ -322,9 +322,13 @@ def _decode_modules(entries: list, tensors: dict, resolver: Resolver) -> nn.Modu
         parent, _, leaf = name.rpartition(".")
         _check_place(name, built)
         if "alias" in entry:
-            module = None if entry["alias"] is None else built.get(entry["alias"])
-            if entry["alias"] is not None and module is None:
-                raise MutnasTorchError(f"module {name!r:.80} aliases an unknown module")
+            alias = entry["alias"]
+            module = None if alias is None else built.get(alias)
+            ancestor = alias is not None and (alias == "" or name.startswith(f"{alias}."))
+            if (alias is not None and module is None) or ancestor:
+                raise MutnasTorchError(
+                    f"module {name!r:.80} aliases an unknown module or its own ancestor"
+                )
         else:
             module = _new_module(entry, resolver) if name else nn.Module()
             _attach_tensors(module, entry, tensor, params)
@@ -382,7 +386,7 @@ def _new_module(entry: dict, resolver: Resolver) -> nn.Module:
     but without running the class's own ``__new__``, ``__init__`` or ``__setstate__``."""
     where = f"module {entry['name']!r}"
     cls = resolver.module_class(entry["type"], where)
-    values = io_schema.decode_state(cls, entry["state"], resolver, where)
+    values = io_state.decode_state(cls, entry["state"], resolver, where)
     try:
         module = object.__new__(cls)
     except TypeError as err:

@@ -1,4 +1,5 @@
-"""The allow-list of model files: which names a file may use, and what a call may be given.
+"""The names of model files: how save names functions and classes, which names load
+resolves (the allow-list), and what a call may be given.
 
 :class:`Resolver` turns the names a model file holds into functions and module classes.
 Every name is vetted *before* anything is imported: the whole dotted name is matched
@@ -41,7 +42,16 @@ from torch import nn
 
 from mutnas_torch.errors import MutnasTorchError
 
-__all__ = ["MODULE_PREFIXES", "NAMESPACES", "Resolver", "defined_on_class"]
+__all__ = [
+    "MODULE_PREFIXES",
+    "NAMESPACES",
+    "Resolver",
+    "class_name",
+    "defined_on_class",
+    "dotted",
+    "function_name",
+    "identifier",
+]
 
 # Namespaces whose functions save under their short name (torch.cat, not torch._C...).
 NAMESPACES = ("torch", "torch.nn.functional", "operator", "math", "builtins")
@@ -67,12 +77,22 @@ _METHOD_DENY |= {"set_", "pin_memory", "record_stream"}
 
 
 def identifier(name: Any) -> bool:
-    """A Python identifier that is not a keyword."""
+    """A Python identifier that is not a keyword.
+
+    Example:
+        >>> identifier("in_features"), identifier("class"), identifier("a.b")
+        (True, False, False)
+    """
     return isinstance(name, str) and name.isidentifier() and not keyword.iskeyword(name)
 
 
 def dotted(name: Any) -> bool:
-    """A qualified module or attribute path: identifiers (or indices) joined by dots."""
+    """A qualified module or attribute path: identifiers (or indices) joined by dots.
+
+    Example:
+        >>> dotted("layer1.0.conv1"), dotted("a..b")
+        (True, False)
+    """
     return isinstance(name, str) and all(identifier(p) or p.isdigit() for p in name.split("."))
 
 
@@ -86,6 +106,45 @@ def defined_on_class(cls: type, name: str) -> bool:
     return any(name in vars(c) for c in (*cls.__mro__, *type(cls).__mro__))
 
 
+# ---------------------------------------------------------------- naming (the save side)
+def function_name(fn: Any, where: str) -> str:
+    """The importable qualified name of ``fn`` (``torch.cat``, ``operator.add``...).
+
+    Example:
+        >>> function_name(torch.cat, "here"), function_name(torch.nn.functional.relu, "here")
+        ('torch.cat', 'torch.nn.functional.relu')
+    """
+    name = getattr(fn, "__name__", None)
+    if isinstance(name, str):
+        for namespace in NAMESPACES:
+            module = sys.modules.get(namespace)
+            if module is not None and getattr(module, name, None) is fn:
+                return f"{namespace}.{name}"
+    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
+    if isinstance(module, str) and isinstance(qualname, str) and _lookup(module, qualname) is fn:
+        return f"{fn.__module__}.{fn.__qualname__}"
+    raise MutnasTorchError(
+        f"{where}: cannot save function {fn!r}: it has no importable qualified name. "
+        f"Define it at module level (not in a function or a lambda)"
+    )
+
+
+def class_name(cls: type, where: str) -> str:
+    """The importable qualified name of a module class.
+
+    Example:
+        >>> class_name(nn.Linear, "here")
+        'torch.nn.modules.linear.Linear'
+    """
+    if _lookup(cls.__module__, cls.__qualname__) is not cls:  # as load will look it up
+        raise MutnasTorchError(
+            f"{where}: cannot save module type {cls.__qualname__}: it has no importable "
+            f"qualified name. Define the class at module level"
+        )
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+# ---------------------------------------------------------------- resolving (the load side)
 class Resolver:
     """Turns names from a file into functions and classes, refusing anything unvetted.
 
@@ -117,7 +176,12 @@ class Resolver:
                 raise MutnasTorchError(f"modules[{name!r}] is {cls!r}, not an nn.Module class")
 
     def function(self, name: Any, where: str) -> Callable:
-        """The function ``name`` names, if the caller passed it or it is on the allow-list."""
+        """The function ``name`` names, if the caller passed it or it is on the allow-list.
+
+        Example:
+            >>> Resolver().function("operator.getitem", "here").__name__
+            'getitem'
+        """
         if isinstance(name, str) and name in self.functions:
             return self.functions[name]
         found = _vetted_function(name) if dotted(name) else None
@@ -130,7 +194,16 @@ class Resolver:
         return found
 
     def module_class(self, name: Any, where: str) -> type[nn.Module]:
-        """The ``nn.Module`` class ``name`` names, if passed or on the allow-list."""
+        """The ``nn.Module`` class ``name`` names, if passed or on the allow-list.
+
+        Example:
+            >>> Resolver().module_class("torch.nn.modules.linear.Linear", "here") is nn.Linear
+            True
+            >>> Resolver().module_class("torch.nn.Linear", "module 'fc'")  # an alias
+            Traceback (most recent call last):
+            ...
+            mutnas_torch.errors.MutnasTorchError: module 'fc': refusing module type 'torch.nn.Linear'...
+        """
         if isinstance(name, str) and name in self.modules:
             return self.modules[name]
         found = _vetted_class(name) if dotted(name) else None
@@ -143,7 +216,12 @@ class Resolver:
         return found
 
     def method(self, name: Any, where: str, what: str = "method") -> str:
-        """``name`` if a graph may call it as a tensor method (or read it, ``what="attribute"``)."""
+        """``name`` if a graph may call it as a tensor method (or read it, ``what="attribute"``).
+
+        Example:
+            >>> Resolver().method("view", "here"), Resolver().method("shape", "here", "attribute")
+            ('view', 'shape')
+        """
         allowed = identifier(name) and (
             name in self.methods
             or (

@@ -17,7 +17,6 @@ and ``tensor_meta``.
 from __future__ import annotations
 
 import math
-import sys
 import types
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -27,16 +26,9 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import TensorMetadata
 
 from mutnas_torch.errors import MutnasTorchError
-from mutnas_torch.io_allow import NAMESPACES, Resolver, dotted, identifier
+from mutnas_torch.io_allow import Resolver, class_name, dotted, function_name, identifier
 
-__all__ = [
-    "class_name",
-    "decode_graph",
-    "decode_value",
-    "encode_graph",
-    "encode_value",
-    "function_name",
-]
+__all__ = ["decode_graph", "decode_value", "encode_graph", "encode_value", "vet_calls"]
 
 _OPS = {"placeholder", "get_attr", "call_function", "call_method", "call_module", "output"}
 _NODE_KEYS = {"op", "name", "target", "args", "kwargs", "tensor_meta", "type", "wrapped"}
@@ -44,53 +36,6 @@ _NODE_KEYS = {"op", "name", "target", "args", "kwargs", "tensor_meta", "type", "
 
 def _is_routine(obj: Any) -> bool:
     return isinstance(obj, (types.FunctionType, types.BuiltinFunctionType))
-
-
-# ---------------------------------------------------------------- naming (save side)
-def function_name(fn: Any, where: str) -> str:
-    """The importable qualified name of ``fn`` (``torch.cat``, ``operator.add``...).
-
-    Example:
-        >>> function_name(torch.cat, "here"), function_name(torch.nn.functional.relu, "here")
-        ('torch.cat', 'torch.nn.functional.relu')
-    """
-    name = getattr(fn, "__name__", None)
-    if isinstance(name, str):
-        for namespace in NAMESPACES:
-            module = sys.modules.get(namespace)
-            if module is not None and getattr(module, name, None) is fn:
-                return f"{namespace}.{name}"
-    found = _lookup(getattr(fn, "__module__", None), getattr(fn, "__qualname__", None))
-    if found is fn:
-        return f"{fn.__module__}.{fn.__qualname__}"
-    raise MutnasTorchError(
-        f"{where}: cannot save function {fn!r}: it has no importable qualified name. "
-        f"Define it at module level (not in a function or a lambda)"
-    )
-
-
-def class_name(cls: type, where: str) -> str:
-    """The importable qualified name of a module class.
-
-    Example:
-        >>> class_name(nn.Linear, "here")
-        'torch.nn.modules.linear.Linear'
-    """
-    if _lookup(cls.__module__, cls.__qualname__) is not cls:
-        raise MutnasTorchError(
-            f"{where}: cannot save module type {cls.__qualname__}: it has no importable "
-            f"qualified name. Define the class at module level"
-        )
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _lookup(module: Any, qualname: Any) -> Any:
-    if not isinstance(module, str) or not isinstance(qualname, str) or "<" in qualname:
-        return None
-    obj = sys.modules.get(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part, None)
-    return obj
 
 
 # ---------------------------------------------------------------- values
@@ -284,7 +229,13 @@ _DECODERS: dict[str, Callable] = {
 # ---------------------------------------------------------------- graphs
 def encode_graph(graph: fx.Graph) -> list[dict]:
     """Every node in order: op, name, target, args, kwargs, ``tensor_meta``, type and
-    whether it calls a ``torch.fx.wrap`` function (the generated code re-registers those)."""
+    whether it calls a ``torch.fx.wrap`` function (the generated code re-registers those).
+
+    Example:
+        >>> gm = fx.symbolic_trace(torch.nn.Sequential(torch.nn.ReLU()))
+        >>> [(n["op"], n["target"]) for n in encode_graph(gm.graph)]
+        [('placeholder', 'input'), ('call_module', '0'), ('output', 'output')]
+    """
     if type(graph._codegen) is not fx.graph.CodeGen:
         raise MutnasTorchError(
             f"cannot save a graph with custom code generation ({type(graph._codegen).__name__}); "
@@ -315,6 +266,14 @@ def encode_graph(graph: fx.Graph) -> list[dict]:
 
 def decode_graph(entries: Any, resolver: Resolver) -> fx.Graph:
     """Rebuild an fx graph, refusing targets the resolver does not allow.
+
+    Example:
+        >>> entries = [{"op": "placeholder", "name": "x", "target": "x"},
+        ...            {"op": "call_function", "name": "y", "target": "os.system", "args": ["ls"]}]
+        >>> decode_graph(entries, Resolver())
+        Traceback (most recent call last):
+        ...
+        mutnas_torch.errors.MutnasTorchError: node 'y': refusing function 'os.system'...
 
     Call arguments are checked by :meth:`~mutnas_torch.io_allow.Resolver.vet_call` once
     the modules are known (see :func:`vet_calls`).
@@ -353,6 +312,16 @@ def decode_graph(entries: Any, resolver: Resolver) -> fx.Graph:
 
 def vet_calls(graph: fx.Graph, modules: Mapping[str, nn.Module], resolver: Resolver) -> None:
     """Check every call's target and arguments: ``call_function`` and ``call_module`` alike.
+
+    Example:
+        >>> import builtins
+        >>> graph = fx.Graph()
+        >>> x = graph.placeholder("x")
+        >>> _ = graph.output(graph.call_function(builtins.getattr, (x, "__class__")))
+        >>> vet_calls(graph, {"": nn.Module()}, Resolver())
+        Traceback (most recent call last):
+        ...
+        mutnas_torch.errors.MutnasTorchError: node 'getattr...': refusing tensor attribute '__class__'...
 
     Raises:
         MutnasTorchError: a ``get_attr`` or ``call_module`` target is not a tensor or

@@ -25,7 +25,7 @@ from torch import fx
 import mutnas as mn
 from mutnas.change import IndexMaps
 from mutnas.serialize import graph_from_dict, graph_to_dict
-from mutnas_torch import io_schema
+from mutnas_torch import io_schema, io_state
 from mutnas_torch.analyze import _OPAQUE, Analysis, Literal, Ref
 from mutnas_torch.bindings import Binding, ParamAxis
 from mutnas_torch.errors import MutnasTorchError
@@ -57,7 +57,14 @@ _NOT_SAVED = _MUTABLE | {"optimizers", "module"}  # live objects: attach them ag
 
 
 def encode_mutable(mm: MutableModel) -> dict:
-    """The ``mutable`` section of ``model.json`` for ``mm``."""
+    """The ``mutable`` section of ``model.json`` for ``mm``.
+
+    Example:
+        >>> import mutnas_torch as mt
+        >>> mm = mt.mutable(torch.nn.Sequential(torch.nn.Linear(2, 3)), torch.zeros(1, 2))
+        >>> encode_mutable(mm)["example_inputs"]
+        [{'tensor': {'shape': [1, 2], 'dtype': {'dtype': 'float32'}}}]
+    """
     inputs = [
         {"tensor": {"shape": list(x.shape), "dtype": encode_value(x.dtype, "input")}}
         if torch.is_tensor(x)
@@ -75,7 +82,7 @@ def encode_mutable(mm: MutableModel) -> dict:
         "attributes": {  # training, growth and whatever plain settings the model gains
             k: _record(v)
             for k, v in vars(mm).items()
-            if k not in io_schema.INTERNALS - {"training"} and k not in _NOT_SAVED
+            if k not in io_state.INTERNALS - {"training"} and k not in _NOT_SAVED
         },
     }
 
@@ -151,7 +158,16 @@ def _axes_only(fields: dict) -> bool:
 
 
 def decode_mutable(d: Any, gm: fx.GraphModule) -> MutableModel:
-    """Rebuild a :class:`~mutnas_torch.MutableModel` around ``gm`` from its saved state."""
+    """Rebuild a :class:`~mutnas_torch.MutableModel` around ``gm`` from its saved state.
+
+    Example:
+        >>> import json, mutnas_torch as mt
+        >>> mm = mt.mutable(torch.nn.Sequential(torch.nn.Linear(2, 3)), torch.zeros(1, 2))
+        >>> saved = json.loads(json.dumps(encode_mutable(mm)))
+        >>> twin = decode_mutable(saved, mm.module)
+        >>> twin.graph == mm.graph, twin.bindings == mm.bindings
+        (True, True)
+    """
     if not isinstance(d, dict) or set(d) != _SAVED:
         raise MutnasTorchError(
             f"the mutable section has fields {sorted(d)[:10]}, not {sorted(_SAVED)}"

@@ -11,16 +11,8 @@ A model file is data, never behaviour. What :func:`mutnas_torch.load` accepts:
 * a module entry: ``name``, ``training``, ``parameters`` (``{"tensor", "requires_grad"}``
   or null each), ``buffers`` (tensor keys or null), ``non_persistent`` (some of its
   buffers), and below the root ``type`` and ``state``; or ``name`` and ``alias``;
-* module state: attributes holding data only (numbers, strings, booleans, null,
-  containers of them, torch dtypes/devices/layouts/memory formats), under names that are
-  neither nn.Module bookkeeping nor anything the module's class or its bases define (a
-  file cannot replace ``forward``, ``_call_impl`` or any method). The one exception is
-  :data:`STATE_FUNCTIONS`: ``TransformerEncoderLayer.activation`` and
-  ``TransformerDecoderLayer.activation`` may hold a ``torch.nn.functional`` function, as
-  these layers store ``F.relu`` or ``F.gelu`` when built with a string activation.
-
-:func:`encode_state` and :func:`decode_state` apply the same rules, so :func:`save`
-never writes a file :func:`load` refuses.
+* module state: data only, under names the module's class does not define (see
+  :mod:`mutnas_torch.io_state`).
 
 Size caps, checked before anything is allocated (module-level constants: a caller who
 trusts a larger file may raise them, e.g. ``mutnas_torch.io_schema.MAX_JSON_BYTES = ...``):
@@ -49,11 +41,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from mutnas_torch.errors import MutnasTorchError
-from mutnas_torch.io_allow import Resolver, defined_on_class, identifier
-from mutnas_torch.io_fx import decode_value, encode_value, function_name
+from mutnas_torch.io_allow import identifier
 
 __all__ = [
     "FORMAT",
@@ -63,12 +53,9 @@ __all__ = [
     "MAX_MODULES",
     "MAX_NODES",
     "MAX_TENSOR_FILE_BYTES",
-    "STATE_FUNCTIONS",
     "VERSION",
     "check_document",
     "check_module_entry",
-    "decode_state",
-    "encode_state",
     "read_json",
     "read_regular",
     "tensor_records",
@@ -83,11 +70,6 @@ MAX_MODULES = 2**16
 MAX_NODES = 2**18
 MAX_DEPTH = 32
 MAX_INPUT_ELEMENTS = 2**26
-# (class, attribute) pairs whose value may be a torch.nn.functional function.
-STATE_FUNCTIONS = frozenset(
-    {(nn.TransformerEncoderLayer, "activation"), (nn.TransformerDecoderLayer, "activation")}
-)
-INTERNALS = frozenset(nn.Module().__dict__)  # nn.Module bookkeeping, rebuilt at load
 _FIELDS = {
     "format": str,
     "version": int,
@@ -149,7 +131,17 @@ def _too_big(file: Path, size: int, cap: int) -> str:
 
 
 def read_json(file: Path) -> dict:
-    """Parse ``model.json`` strictly: bounded size and depth, finite numbers, unique keys."""
+    """Parse ``model.json`` strictly: bounded size and depth, finite numbers, unique keys.
+
+    Example:
+        >>> import tempfile
+        >>> file = Path(tempfile.mkdtemp()) / "model.json"
+        >>> _ = file.write_text('{"format": NaN}')
+        >>> read_json(file)
+        Traceback (most recent call last):
+        ...
+        mutnas_torch.errors.MutnasTorchError: ...model.json is not valid JSON: NaN is not a JSON number...
+    """
     raw = read_regular(file, MAX_JSON_BYTES)
     try:
         doc = json.loads(
@@ -200,7 +192,14 @@ def _check_depth(doc: Any, file: Path) -> None:
 
 # ---------------------------------------------------------------- top level and entries
 def check_document(doc: Any, file: Path) -> int:
-    """Check the top-level fields of ``model.json``; return its format version."""
+    """Check the top-level fields of ``model.json``; return its format version.
+
+    Example:
+        >>> check_document({"format": FORMAT, "version": True}, Path("model.json"))
+        Traceback (most recent call last):
+        ...
+        mutnas_torch.errors.MutnasTorchError: model.json has format version True; expected an integer from 1 to 2
+    """
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise MutnasTorchError(f"{file} is not a mutnas_torch model file (format {FORMAT!r})")
     version = doc.get("version")
@@ -264,22 +263,25 @@ def check_module_entry(entry: Any) -> str:
             raise MutnasTorchError(f"{where}: malformed alias (corrupt file)")
         return name
     params, buffers = entry["parameters"], entry["buffers"]
-    ok = (
-        type(entry["training"]) is bool
-        and isinstance(params, dict)
-        and all(spec is None or _parameter_spec(spec) for spec in params.values())
-        and isinstance(buffers, dict)
-        and all(key is None or isinstance(key, str) for key in buffers.values())
-        and isinstance(entry["non_persistent"], list)
-        and set(entry["non_persistent"]) <= set(buffers)
+    maps = isinstance(params, dict) and isinstance(buffers, dict)
+    checks = {
+        "training": type(entry["training"]) is bool,
+        "parameters": isinstance(params, dict)
+        and all(spec is None or _parameter_spec(spec) for spec in params.values()),
+        "buffers": isinstance(buffers, dict)
+        and all(key is None or isinstance(key, str) for key in buffers.values()),
+        "tensor names": maps
         and all(identifier(k) for k in [*params, *buffers])
-        and not set(params) & set(buffers)
-        and (not name or (isinstance(entry["type"], str) and isinstance(entry["state"], dict)))
-    )
-    if not ok:
-        raise MutnasTorchError(
-            f"{where}: malformed training flag, parameters, buffers, type or state (corrupt file)"
-        )
+        and not set(params) & set(buffers),
+        "non_persistent": maps
+        and isinstance(entry["non_persistent"], list)
+        and all(isinstance(k, str) and k in buffers for k in entry["non_persistent"]),
+        "type": not name or isinstance(entry["type"], str),
+        "state": not name or isinstance(entry["state"], dict),
+    }
+    bad = [field for field, ok in checks.items() if not ok]
+    if bad:
+        raise MutnasTorchError(f"{where}: malformed {', '.join(bad)} (corrupt file)")
     return name
 
 
@@ -290,72 +292,6 @@ def _parameter_spec(spec: Any) -> bool:
         and isinstance(spec["tensor"], str)
         and type(spec["requires_grad"]) is bool
     )
-
-
-# ---------------------------------------------------------------- module state
-def _state_key_problem(cls: type, key: Any) -> str | None:
-    if not identifier(key) or key.startswith("__"):
-        return "is not a plain attribute name"
-    if key in INTERNALS:
-        return "is nn.Module bookkeeping"
-    if defined_on_class(cls, key):
-        return f"names something {cls.__qualname__} defines (a file cannot replace it)"
-    return None
-
-
-def _function_allowed(cls: type, key: str) -> bool:
-    return any(issubclass(cls, base) and key == attr for base, attr in STATE_FUNCTIONS)
-
-
-def encode_state(module: nn.Module, name: str, skip: frozenset = frozenset()) -> dict:
-    """The module's plain attributes, refusing what :func:`decode_state` would refuse.
-
-    Example:
-        >>> encode_state(nn.Linear(2, 3), "fc")
-        {'in_features': 2, 'out_features': 3}
-    """
-    out = {}
-    for key, value in vars(module).items():
-        if key in INTERNALS or key in skip:
-            continue
-        where = f"module {name!r} attribute {key!r}"
-        problem = _state_key_problem(type(module), key)
-        if problem:
-            raise MutnasTorchError(f"{where}: cannot save it: the name {problem}")
-        if _function_allowed(type(module), key) and callable(value):
-            fn = function_name(value, where)
-            if (
-                not fn.startswith("torch.nn.functional.")
-                or Resolver().function(fn, where) is not value
-            ):
-                raise MutnasTorchError(
-                    f"{where}: only a torch.nn.functional function (or a module) can be saved here"
-                )
-            out[key] = {"function": fn}
-        else:
-            out[key] = encode_value(value, where, data=True)
-    return out
-
-
-def decode_state(cls: type, state: dict, resolver: Resolver, where: str) -> dict:
-    """The attributes a module entry's ``state`` sets: data under vetted names only."""
-    values = {}
-    for key, data in state.items():
-        problem = _state_key_problem(cls, key)
-        if problem:
-            raise MutnasTorchError(
-                f"{where}: the file sets attribute {key!r:.60}, which {problem} (corrupt or "
-                f"crafted file)"
-            )
-        at = f"{where} attribute {key!r}"
-        named = isinstance(data, dict) and set(data) == {"function"}
-        if named and _function_allowed(cls, key):
-            if not str(data["function"]).startswith("torch.nn.functional."):
-                raise MutnasTorchError(f"{at}: only a torch.nn.functional function may go here")
-            values[key] = resolver.function(data["function"], at)
-        else:
-            values[key] = decode_value(data, None, at)
-    return values
 
 
 # ---------------------------------------------------------------- tensors
@@ -371,7 +307,13 @@ def sha256(tensor: torch.Tensor) -> str:
 
 
 def tensor_records(tensors: dict[str, torch.Tensor]) -> dict[str, dict]:
-    """What ``model.json`` records of each tensor: dtype, shape and SHA-256."""
+    """What ``model.json`` records of each tensor: dtype, shape and SHA-256.
+
+    Example:
+        >>> record = tensor_records({"w": torch.zeros(2, 3)})["w"]
+        >>> record["dtype"], record["shape"], len(record["sha256"])
+        ('float32', [2, 3], 64)
+    """
     return {
         key: {"dtype": _dtype(t), "shape": list(t.shape), "sha256": sha256(t)}
         for key, t in tensors.items()
@@ -383,7 +325,15 @@ def _dtype(t: torch.Tensor) -> str:
 
 
 def verify_tensors(records: dict, tensors: dict[str, torch.Tensor], file: Path) -> None:
-    """Check the tensors read from ``file`` against the records of ``model.json``."""
+    """Check the tensors read from ``file`` against the records of ``model.json``.
+
+    Example:
+        >>> records = tensor_records({"w": torch.zeros(2)})
+        >>> verify_tensors(records, {"w": torch.tensor([0.0, 1.0])}, Path("model.safetensors"))
+        Traceback (most recent call last):
+        ...
+        mutnas_torch.errors.MutnasTorchError: model.safetensors: tensor 'w' does not match its SHA-256 in model.json...
+    """
     if set(records) != set(tensors):
         odd = sorted(set(records) ^ set(tensors))[:5]
         raise MutnasTorchError(
