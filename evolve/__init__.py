@@ -18,7 +18,13 @@ from evolve.algorithm import GeneticAlgorithm
 from evolve.callbacks import Callback, CallbackList, PlotCallback, ProgressBarCallback
 from evolve.candidate import Candidate, architecture_fingerprint, candidate_seed
 from evolve.config import Hyperparams, TrainingConfig
-from evolve.errors import CandidateFailedError, ConfigError, DatasetError, EvolveError
+from evolve.errors import (
+    CandidateFailedError,
+    ConfigError,
+    DatasetError,
+    EvolveError,
+    RunInUseError,
+)
 from evolve.evaluator import Evaluator, JobResult, SerialEvaluator, TrainJob
 from evolve.fit import fit, resume
 from evolve.objectives import (
@@ -53,6 +59,7 @@ from evolve.operators import (
 )
 from evolve.problem import Problem
 from evolve.result import SearchResult
+from evolve.rundir import RunDirectory
 from evolve.search_space import SearchSpace
 from evolve.selection import (
     AgingSelection,
@@ -117,6 +124,8 @@ __all__ = [
     "RemoveEdgeMutation",
     "RemoveLayerMutation",
     "ResizeMutation",
+    "RunDirectory",
+    "RunInUseError",
     "SearchResult",
     "SearchSpace",
     "SegmentCrossover",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mutnas.errors import MutnasError
 
-__all__ = ["CandidateFailedError", "ConfigError", "DatasetError", "EvolveError"]
+__all__ = ["CandidateFailedError", "ConfigError", "DatasetError", "EvolveError", "RunInUseError"]
 
 
 class EvolveError(MutnasError):
@@ -25,3 +25,11 @@ class CandidateFailedError(EvolveError):
     def __init__(self, reason: str):
         self.reason = reason
         super().__init__(reason)
+
+
+class RunInUseError(EvolveError):
+    """Another process holds the run directory's lock; ``pid`` is its id (or ``None``)."""
+
+    def __init__(self, message: str, pid: int | None):
+        super().__init__(message)
+        self.pid = pid

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from evolve import checkpoint
-from evolve.errors import ConfigError, EvolveError
+from evolve.errors import ConfigError, RunInUseError
 
 __all__ = ["RunDirectory", "RunInUseError", "check_run_id", "new_run_id"]
 
@@ -40,14 +40,6 @@ try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
-
-
-class RunInUseError(EvolveError):
-    """Another process holds the run directory's lock; ``pid`` is its id (or ``None``)."""
-
-    def __init__(self, message: str, pid: int | None):
-        super().__init__(message)
-        self.pid = pid
 
 
 def new_run_id() -> str:
@@ -130,7 +122,7 @@ class RunDirectory:
         >>> with RunDirectory.create(folder) as run:
         ...     RunDirectory.create(folder)
         Traceback (most recent call last):
-        evolve.rundir.RunInUseError: ...run is in use by process ...; wait for it to finish or stop it
+        evolve.errors.RunInUseError: ...run is in use by process ...; wait for it to finish or stop it
     """
 
     def __init__(self, path: Path, run_id: str, lock: _Lock, *, new: bool):
