@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-_CODE = re.compile(r"`([^`]+)`")
+_CODE = re.compile(r"`([\w./]+)`")  # names of tests, files, folders, modules (not code)
 
 
 def comparison_rows() -> list[tuple[str, str]]:
