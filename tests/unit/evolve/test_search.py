@@ -103,13 +103,32 @@ def test_ask_tell_loop_with_scores_set_by_hand(signal_splits):
     assert hv == sorted(hv)  # the archive never loses ground
 
 
-def test_regularized_evolution_setup_runs():
+class _Populations(evolve.Callback):
+    """Records the population and every successful candidate after each generation."""
+
+    def __init__(self):
+        self.populations, self.ok = [], []
+
+    def on_generation_end(self, algorithm):
+        self.populations.append([c.id for c in algorithm.population])
+        self.ok.append(sorted(r["id"] for r in algorithm.records if r["status"] == "ok"))
+
+
+def test_aging_evicts_the_oldest():
+    """Regularized evolution: after every generation the population is exactly the
+    youngest successful candidates, whatever their scores (no elite kept)."""
+    seen = _Populations()
     result = evolve.fit(
         signals(),
-        generations=2,
+        generations=4,
         survival=evolve.AgingSelection(),
         selection=evolve.TournamentSelection(3),
         n_offspring=2,
+        callbacks=[seen],
         **SETTINGS,
     )
-    assert result.history[-1]["n_candidates"] >= 1
+    assert result.n_generations == 4 and len(seen.populations) == 4
+    for population, ok in zip(seen.populations, seen.ok, strict=True):
+        youngest = ok[-SETTINGS["population"] :]
+        assert sorted(population) == youngest, (population, ok)
+    assert min(seen.populations[-1]) > max(seen.populations[0])  # the first ones aged out
