@@ -46,7 +46,7 @@ from torch import fx, nn
 
 from mutnas_torch import io_schema, io_state
 from mutnas_torch.errors import MutnasTorchError
-from mutnas_torch.io_allow import Resolver, class_name, defined_on_class, identifier
+from mutnas_torch.io_allow import Resolver, class_name, defined_on_class, dotted
 from mutnas_torch.io_fx import decode_graph, decode_value, encode_graph, vet_calls
 from mutnas_torch.io_fx import encode_value as _value
 from mutnas_torch.io_mutable import decode_mutable, encode_mutable
@@ -349,7 +349,7 @@ def _check_place(name: str, built: dict) -> None:
     parent, _, leaf = name.rpartition(".")
     if (name == "") != (not built) or (name and built.get(parent) is None) or name in built:
         raise MutnasTorchError(f"module {name!r:.80} has no parent or is given twice")
-    if name and not (identifier(leaf) or leaf.isdigit()):
+    if name and not dotted(leaf):
         raise MutnasTorchError(f"module {name!r:.80} has a malformed name")
     owner = built.get(parent)
     if name and _shadows(fx.GraphModule if parent == "" else type(owner), leaf, owner):

@@ -67,6 +67,7 @@ _TORCH_DENY = re.compile(
 )
 _EXTRA_FUNCTIONS = {"torch._assert", "torch.fx._symbolic_trace._assert_is_none"}
 MODULE_PREFIXES = ("torch.nn.modules.", "torchvision.ops.", "torchvision.models.")
+_PLAIN = re.compile(r"[A-Za-z0-9_-]+")  # safe inside fx's getattr(x, "...") in code
 _IMPORTABLE = ("torchvision",)  # the only imports a name can cause: these fixed packages
 # Attributes builtins.getattr may read, and Tensor methods call_method may not call.
 _ATTRIBUTES = {"shape", "dtype", "device", "ndim", "T", "mT", "H", "mH", "real", "imag", "data"}
@@ -87,13 +88,20 @@ def identifier(name: Any) -> bool:
 
 
 def dotted(name: Any) -> bool:
-    """A qualified module or attribute path: identifiers (or indices) joined by dots.
+    """A qualified module or attribute path: identifiers, indices or ASCII names with
+    hyphens (``block1-0``, as regnet names its blocks) joined by dots.
+
+    fx writes a part that is not an identifier as ``getattr(x, "part")``, inside quotes:
+    no part may hold a quote, a backslash or anything but ``[A-Za-z0-9_-]``.
 
     Example:
-        >>> dotted("layer1.0.conv1"), dotted("a..b")
-        (True, False)
+        >>> dotted("layer1.0.conv1"), dotted("trunk.block1-0"), dotted("a..b"), dotted('a")')
+        (True, True, False, False)
     """
-    return isinstance(name, str) and all(identifier(p) or p.isdigit() for p in name.split("."))
+    return isinstance(name, str) and all(
+        identifier(p) or (_PLAIN.fullmatch(p) is not None and not p.isidentifier())
+        for p in name.split(".")
+    )
 
 
 def defined_on_class(cls: type, name: str) -> bool:

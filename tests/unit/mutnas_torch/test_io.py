@@ -155,6 +155,7 @@ def test_conv_bn_round_trip_keeps_buffers_and_modes(tmp_path):
     [
         "resnet18",
         "mobilenet_v3_small",
+        "regnet_x_400mf",  # module names with hyphens (block1-0)
         pytest.param("vit_b_16", marks=pytest.mark.slow),
         pytest.param("swin_t", marks=pytest.mark.slow),  # window attention tables
         pytest.param("maxvit_t", marks=pytest.mark.slow),  # grid attention tables, 224 px
@@ -572,6 +573,8 @@ def _at(obj, key: str):
         (_set("graph.1.name", "x"), "name is taken"),
         (_set("graph.1.op", "call_anything"), "unknown op 'call_anything'"),
         (_set("graph.1.target", "a..b"), "malformed call_module target"),
+        (_set("graph.1.target", 'fc"), print("x'), "malformed call_module target"),  # in code
+        (_set("modules.1.name", 'fc"); print("x'), "has a malformed name"),
         (_set("graph.1.target", "zz"), "call_module target 'zz' is not a module"),
         (_set("graph.relu.kwargs", {"not a name": 1}), "malformed keyword arguments"),
         (_set("graph.relu.args", [{"node": "later"}]), "unknown node 'later'"),
