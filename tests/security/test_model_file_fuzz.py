@@ -30,9 +30,9 @@ The check, for every example:
   pass no C function that executes code, imports, or touches files or processes may be
   called (``eval``, ``exec``, ``compile``, ``__import__``, ``open``, anything of
   ``os``/``posix``/``subprocess``/``importlib``/``ctypes``/``marshal``/``pickle``/
-  ``socket``), except by the standard library reading source lines for a traceback, or
-  while a module of a trusted package is being imported. (3) The payload's shell command
-  would create a marker file: it must not exist.
+  ``socket``), except by the standard library formatting a traceback (it reads and
+  parses source lines) or while a module of a trusted package is being imported.
+  (3) The payload's shell command would create a marker file: it must not exist.
 * Memory: the forward pass runs under an address-space limit (what the process uses
   plus 2 GiB), so a mutated size that asks for terabytes fails there instead of here.
 
@@ -278,16 +278,26 @@ DANGER_NAMES = {"eval", "exec", "compile", "__import__", "open", "breakpoint", "
 DANGER_MODULES = {"os", "posix", "nt", "subprocess", "_posixsubprocess", "importlib", "_imp"}
 DANGER_MODULES |= {"ctypes", "_ctypes", "marshal", "pickle", "_pickle", "socket", "_socket"}
 DANGER_MODULES |= {"shutil", "pty", "io", "_io"}
-# fx formats a failed forward's traceback: linecache stats and reads source files.
+# fx formats a failed forward's traceback: linecache stats and reads source files, and
+# traceback parses source lines (ast -> compile) to place its carets.
 REPORTING = {"linecache", "tokenize", "traceback"}
 
 
+def _stack(frame, depth: int = 4) -> list:
+    out = []
+    while frame is not None and len(out) < depth:
+        out.append(frame)
+        frame = frame.f_back
+    return out
+
+
 def _excused(frame) -> bool:
-    """A trusted reason for a dangerous C call: reading source lines for a traceback, or a
-    module of a trusted package being imported (its code runs ``exec``, ``compile``...)."""
-    if frame.f_globals.get("__name__") in REPORTING:
-        return True
+    """A trusted reason for a dangerous C call: the standard library formatting a traceback
+    (reading and parsing source lines), or a module of a trusted package being imported
+    (its code runs ``exec``, ``compile``...)."""
     while frame is not None:
+        if frame.f_globals.get("__name__") in REPORTING:
+            return True
         if frame.f_code.co_filename == "<frozen importlib._bootstrap>":
             return True
         frame = frame.f_back
@@ -312,7 +322,8 @@ class Audit:
             )
             danger = getattr(arg, "__name__", None) in DANGER_NAMES or module in DANGER_MODULES
             if danger and not _excused(frame):
-                self.violations.append(f"called {module}.{getattr(arg, '__name__', arg)}")
+                callers = [f"{f.f_globals.get('__name__')}:{f.f_lineno}" for f in _stack(frame)]
+                self.violations.append(f"called {module}.{getattr(arg, '__name__', arg)} {callers}")
 
     @staticmethod
     def _trusted_code(code, frame) -> bool:
@@ -389,7 +400,7 @@ def test_the_oracle_sees_the_payload():
     audit.run(min, ["1 + 1"], key=eval)
     assert any("<string>" in v for v in audit.violations), audit.violations
     audit.run(os.getpid)  # a call into C that reaches the system, made from Python
-    assert "called posix.getpid" in audit.violations, audit.violations
+    assert any(v.startswith("called posix.getpid") for v in audit.violations), audit.violations
 
 
 @settings(
