@@ -221,7 +221,8 @@ def _replacement(draw, value):
     else:
         pool = st.sampled_from([*SPECIAL, [], {}, "x", 0])
     tagged = st.builds(lambda t, v: {t: v}, st.sampled_from(TAGS), st.sampled_from(NAMES + WORDS))
-    return draw(pool | tagged)
+    return copy.deepcopy(draw(pool | tagged))  # never the pool's own dicts: later edits
+    # would change the pool for every later example (and could make a cycle)
 
 
 def _mutate(draw, doc: dict) -> None:
