@@ -189,15 +189,21 @@ def _jsonable(value: Any) -> bool:
 def read_config(run_dir: Path) -> dict:
     """``config.json``, checked (its components are checked when they are built)."""
     path = Path(run_dir) / "config.json"
-    config = checkpoint.read_json(path)
-    if isinstance(config, dict) and config.get("version") != CONFIG_VERSION:
-        raise ConfigError(
-            f"{path} has version {config.get('version')!r:.20}, expected {CONFIG_VERSION} "
-            f"(written by another version of evolve); start a new run with this one"
-        )
-    check(config, CONFIG, str(path))
+    config = _read_versioned(path, CONFIG_VERSION, CONFIG)
     check_run_id(config.get("run_id"), str(path))
     return config
+
+
+def _read_versioned(path: Path, version: int, schema) -> dict:
+    """A run file of this evolve's ``version``, checked against its ``schema``."""
+    data = checkpoint.read_json(path)
+    if isinstance(data, dict) and data.get("version") != version:
+        raise ConfigError(
+            f"{path} has version {data.get('version')!r:.20}, expected {version} "
+            f"(written by another version of evolve); start a new run with this one"
+        )
+    check(data, schema, str(path))
+    return data
 
 
 @dataclass
@@ -243,13 +249,7 @@ def mismatch_error(a: Path, b: Path, what: str) -> ConfigError:
 
 
 def _read_state(path: Path, run_id: str) -> dict:
-    state = checkpoint.read_json(path)
-    if isinstance(state, dict) and state.get("version") != STATE_VERSION:
-        raise ConfigError(
-            f"{path} has version {state.get('version')!r:.20}, expected {STATE_VERSION} "
-            f"(written by another version of evolve); start a new run with this one"
-        )
-    check(state, STATE, str(path))
+    state = _read_versioned(path, STATE_VERSION, STATE)
     if check_run_id(state.get("run_id"), str(path)) != run_id:
         raise mismatch_error(path, path.parent / "config.json", "run ids")
     try:
