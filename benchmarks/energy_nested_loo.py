@@ -71,7 +71,10 @@ def nested(costs, energy, time_s, spec, candidates) -> tuple[float, float, list[
     predicted, chosen = [], []
     for i in range(len(costs)):
         rest = [j for j in range(len(costs)) if j != i]
-        sub = lambda xs: None if xs is None else [xs[j] for j in rest]  # noqa: E731
+
+        def sub(xs, rest=rest):
+            return None if xs is None else [xs[j] for j in rest]
+
         scores = {
             name: leave_one_out(
                 sub(costs), sub(energy), time_s=sub(time_s), spec=spec, features=features

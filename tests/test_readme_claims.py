@@ -70,7 +70,9 @@ def test_each_ticked_claim_names_tests_that_exist(claim, cell):
 
 def test_a_missing_reference_is_caught():
     functions = _test_functions()
-    assert _exists("test_zoo.py", functions) and _exists("tests/unit/mutnas_torch/energy/", functions)
+    assert _exists("test_zoo.py", functions) and _exists(
+        "tests/unit/mutnas_torch/energy/", functions
+    )
     assert _exists("test_optimizer_state_is_reindexed_with_the_parameters", functions)
     assert _exists("mutnas.testing.strategies", functions)
     for bad in ("test_nonexistent.py", "tests/unit/nowhere/", "test_no_such_test", "mutnas.nope"):

@@ -45,6 +45,7 @@ def test_cpu_search_against_energy_uses_the_estimated_source(measure):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gpu_search_against_measured_energy():
     import pynvml  # noqa: F401  (with CUDA a missing nvidia-ml-py fails: it is in [test])
+
     result = evolve.fit(
         data(), objectives=["accuracy", evolve.EnergyObjective(measure=True)], device="cuda",
         **SETTINGS,

@@ -23,6 +23,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def meter():
     import pynvml  # noqa: F401  (with CUDA a missing nvidia-ml-py fails: it is in [test])
+
     meter = NvmlMeter(0)
     yield meter
     meter.close()
