@@ -29,10 +29,14 @@ from typing import Any
 
 from evolve.errors import ConfigError
 from mutnas_torch import io as model_io
+from mutnas_torch.errors import MutnasTorchError
+from mutnas_torch.io_schema import read_regular
 
 __all__ = [
+    "MAX_RUN_FILE_BYTES",
     "is_temporary",
     "load_model",
+    "read_bytes",
     "read_json",
     "remove_models",
     "remove_tree",
@@ -41,6 +45,9 @@ __all__ = [
     "write_json",
 ]
 
+#: Largest run file read (``state.json`` grows by about a kilobyte per generation; the
+#: candidate log by about a kilobyte per candidate).
+MAX_RUN_FILE_BYTES = 2**30
 _TEMPORARY = re.compile(r"\.[\w.-]+\.[0-9a-f]{8}\.tmp")
 
 
@@ -72,6 +79,21 @@ def write_json(path: Path, data: Any) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def read_bytes(path: Path, cap: int = MAX_RUN_FILE_BYTES) -> bytes:
+    """A run file's bytes: a regular file (never a device, FIFO or link to one) of at most
+    ``cap`` bytes, checked before anything is read; ``FileNotFoundError`` if missing.
+
+    Example:
+        >>> read_bytes(Path("/dev/zero"))
+        Traceback (most recent call last):
+        evolve.errors.ConfigError: /dev/zero is not a regular file (a device, FIFO or directory); copy the real file there
+    """
+    try:
+        return read_regular(Path(path), cap, cap_home="evolve.checkpoint.MAX_RUN_FILE_BYTES")
+    except MutnasTorchError as err:
+        raise ConfigError(str(err)) from None
+
+
 def read_json(path: Path) -> Any:
     """Read a JSON file, naming it in the error when it is missing or corrupt.
 
@@ -81,15 +103,13 @@ def read_json(path: Path) -> Any:
         evolve.errors.ConfigError: no/such/state.json does not exist; is this a run directory of evolve.fit?
     """
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        return json.loads(read_bytes(path).decode("utf-8"))
     except FileNotFoundError as err:
         raise ConfigError(f"{path} does not exist; is this a run directory of evolve.fit?") from err
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path} is corrupt ({err}); the run cannot be resumed from it") from err
     except RecursionError:
         raise ConfigError(f"{path} is corrupt (nested too deeply); it is not a run file") from None
-    except (IsADirectoryError, PermissionError) as err:
-        raise ConfigError(f"cannot read {path}: {err.strerror}") from None
 
 
 def save_model(model, folder: Path) -> None:

@@ -171,7 +171,7 @@ class RunDirectory:
         """
         path = Path(path)
         for name in ("config.json", "state.json"):
-            if not (path / name).is_file():
+            if not (path / name).exists():  # anything but a regular file: refused on read
                 raise ConfigError(
                     f"{path / name} does not exist; {path} holds no checkpointed run of "
                     f"evolve.fit (a run stopped before its first checkpoint cannot resume)"

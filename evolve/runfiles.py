@@ -277,9 +277,8 @@ def read_log(path: Path, run_id: str, end: int, state: dict | None = None) -> li
     below ``state["next_id"]``.
     """
     try:
-        with open(path, "rb") as f:
-            data = f.read(end)
-            size = f.seek(0, 2)
+        whole = checkpoint.read_bytes(path)
+        data, size = whole[:end], len(whole)
     except FileNotFoundError:
         data, size = b"", None
     if size is None and end:

@@ -88,10 +88,13 @@ _HEX = re.compile(r"[0-9a-f]{32}")
 
 
 # ---------------------------------------------------------------- reading
-def read_regular(file: Path, cap: int, *, read: bool = True) -> bytes:
+def read_regular(
+    file: Path, cap: int, *, read: bool = True, cap_home: str = "mutnas_torch.io_schema"
+) -> bytes:
     """The bytes of ``file`` (at most ``cap``), refusing anything but a regular file.
 
     With ``read=False`` only the checks run (for files another library reads).
+    ``cap_home`` is where the message says the cap can be raised.
 
     Example:
         >>> read_regular(Path("/dev/zero"), 10)
@@ -109,24 +112,25 @@ def read_regular(file: Path, cap: int, *, read: bool = True) -> bytes:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise MutnasTorchError(
-                f"{file} is not a regular file (a device, FIFO or directory); model files are "
-                f"plain files: copy the real file there"
+                f"{file} is not a regular file (a device, FIFO or directory); copy the real "
+                f"file there"
             )
         if info.st_size > cap:
-            raise MutnasTorchError(_too_big(file, info.st_size, cap))
+            raise MutnasTorchError(_too_big(file, info.st_size, cap, cap_home))
         with os.fdopen(os.dup(fd), "rb") as f:
-            raw = f.read(cap + 1) if read else b""
+            # the size it has now, plus one byte to see it growing: read(n) allocates n
+            raw = f.read(info.st_size + 1) if read else b""
     finally:
         os.close(fd)
-    if len(raw) > cap:
-        raise MutnasTorchError(_too_big(file, len(raw), cap))
+    if len(raw) > info.st_size:
+        raise MutnasTorchError(f"{file} grew while it was read; read it again when it is complete")
     return raw
 
 
-def _too_big(file: Path, size: int, cap: int) -> str:
+def _too_big(file: Path, size: int, cap: int, cap_home: str) -> str:
     return (
         f"{file} is {size:,} bytes, over the {cap:,}-byte cap for this file; if you trust "
-        f"it, raise the cap in mutnas_torch.io_schema"
+        f"it, raise the cap in {cap_home}"
     )
 
 

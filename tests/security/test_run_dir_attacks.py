@@ -386,3 +386,26 @@ def test_calibrate_bad_flag_is_one_line_and_exit_2(tmp_path):
     assert done.stderr.strip() == (
         "mutnas calibrate: unrecognized arguments: --bogus (see mutnas calibrate --help)"
     )
+
+
+@pytest.mark.parametrize("name", ["config.json", "state.json", "cli.json", "candidates.jsonl"])
+@pytest.mark.parametrize("command", ["report", "resume"])
+def test_a_run_file_linked_to_a_device_is_refused_unread(run_dir, capped, name, command):
+    """A run file that is a link to /dev/zero (as for model.json) is refused before any
+    byte is read; reading it used to raise MemoryError or take the machine's memory."""
+    (run_dir / name).unlink()
+    (run_dir / name).symlink_to("/dev/zero")
+    before = snapshot(run_dir)
+    code = f"""
+        import io
+        from evolve.cli import main
+        err = io.StringIO()
+        status = main([{command!r}, {str(run_dir)!r}], stdout=io.StringIO(), stderr=err)
+        print(status, err.getvalue().strip())
+        """
+    done = capped(code, margin_mib=256, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    status, _, message = done.stdout.strip().partition(" ")
+    assert status == "1" and "\n" not in message, done.stdout
+    assert f"{name} is not a regular file" in message, message
+    assert snapshot(run_dir) == before
